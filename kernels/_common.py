@@ -1,0 +1,54 @@
+"""Shared helpers: optional Triton import and the decision "Triton kernel or torch reference".
+
+Triton is optional. A kernel runs when the tensor is on CUDA, or on CPU under Triton's
+interpreter (``TRITON_INTERPRET=1``, which must be set before this package is imported);
+otherwise the plain-torch reference in :mod:`trlshim_kernels.reference` is used.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # pragma: no cover - depends on the environment
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except Exception:  # ImportError, or a broken install
+    triton = None
+    tl = None
+    HAS_TRITON = False
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def use_triton(*tensors: torch.Tensor) -> bool:
+    """True when every tensor can go through a Triton kernel."""
+    if not HAS_TRITON:
+        return False
+    for t in tensors:
+        if t is None:
+            continue
+        if not (t.is_cuda or (INTERPRET and t.device.type == "cpu")):
+            return False
+        if t.is_floating_point() and t.dtype not in _FLOAT_DTYPES:
+            return False
+    return True
+
+
+def next_pow2(n: int) -> int:
+    return 1 << (max(int(n), 1) - 1).bit_length()
+
+
+def num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def jit(fn):
+    """``triton.jit`` when Triton is importable, else the function unchanged (never called)."""
+    return triton.jit(fn) if HAS_TRITON else fn

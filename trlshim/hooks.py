@@ -1,0 +1,158 @@
+"""Applying and undoing registry rows in place, with wrapt.
+
+Rows are applied when their module is imported (``wrapt.register_post_import_hook``; at once
+when it already is), so ``from trl import SFTTrainer`` bound before ``import trlshim`` sees the
+patch: the class object itself is changed. Every change is recorded with the exact original
+object, and ``undo_all`` puts those objects back (``is``-identical) and removes injected names.
+A row whose target has an unexpected shape skips itself with one warning; nothing here may
+raise into the user's import.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import warnings
+
+import wrapt
+
+logger = logging.getLogger("trlshim")
+
+_MISSING = object()
+_lock = threading.RLock()
+_active_rows: list = []  # rows selected for the installed TRL while patched
+_pending: set = set()  # modules with a wrapt post-import hook registered and not yet fired
+_records: list = []  # (patch_name, owner, attribute, original or _MISSING, installed object), in order
+_skipped: dict = {}  # patch name -> why it was skipped
+
+
+class PatchSkippedWarning(UserWarning):
+    """A patch did not apply because its target no longer has the shape it expects."""
+
+
+def _marker(obj):
+    return getattr(obj, "_self_trlshim_patch", None) if isinstance(obj, wrapt.FunctionWrapper) else None
+
+
+def _wrapped_names(obj) -> set:
+    names = set()
+    while isinstance(obj, wrapt.FunctionWrapper):
+        name = _marker(obj)
+        if name:
+            names.add(name)
+        obj = obj.__wrapped__
+    return names
+
+
+def _resolve_owner(module, attribute):
+    owner = module
+    parts = attribute.split(".")
+    for part in parts[:-1]:
+        owner = owner.__dict__.get(part, _MISSING) if isinstance(owner, type) else getattr(owner, part, _MISSING)
+        if owner is _MISSING:
+            return _MISSING, parts[-1]
+    return owner, parts[-1]
+
+
+def _own(owner, name):
+    """The attribute as stored on ``owner`` itself (no descriptor binding), or _MISSING."""
+    if isinstance(owner, type) or isinstance(owner, type(sys)):
+        return vars(owner).get(name, _MISSING)
+    return getattr(owner, name, _MISSING)
+
+
+def _skip(patch, why):
+    if patch.name in _skipped:
+        return
+    _skipped[patch.name] = why
+    if patch.optional:
+        logger.debug("trlshim: patch %s not applied: %s", patch.name, why)
+        return
+    msg = f"trlshim: patch {patch.name!r} skipped: {why} ({patch.reason})"
+    logger.warning(msg)
+    warnings.warn(msg, PatchSkippedWarning, stacklevel=2)
+
+
+def _apply(patch, module):
+    owner, name = _resolve_owner(module, patch.attribute)
+    if owner is _MISSING:
+        return _skip(patch, f"{patch.module}.{patch.attribute.rsplit('.', 1)[0]} not found")
+    if patch.kind == "inject":
+        current = _own(owner, name)
+        if current is not _MISSING:
+            if getattr(current, "__trlshim_injected__", None) == patch.name:
+                return
+            return _skip(patch, f"{patch.module}.{patch.attribute} already exists")
+        obj = patch.factory()
+        try:
+            obj.__trlshim_injected__ = patch.name
+        except (AttributeError, TypeError):
+            pass
+        setattr(owner, name, obj)
+        _records.append((patch.name, owner, name, _MISSING, obj))
+        return
+    own = _own(owner, name)
+    target = own if own is not _MISSING else getattr(owner, name, _MISSING)
+    if target is _MISSING:
+        return _skip(patch, f"{patch.module}.{patch.attribute} not found")
+    if patch.name in _wrapped_names(target):
+        return  # already in place (a second import, a reload, a racing thread)
+    if patch.expects is not None:
+        why = patch.expects(target)
+        if why:
+            return _skip(patch, why)
+    new = wrapt.FunctionWrapper(target, patch.wrapper)
+    new._self_trlshim_patch = patch.name
+    setattr(owner, name, new)
+    _records.append((patch.name, owner, name, own, new))
+
+
+def _on_import(module):
+    """wrapt post-import hook: apply the active rows that target this module."""
+    with _lock:
+        _pending.discard(module.__name__)
+        for patch in _active_rows:
+            if patch.module == module.__name__:
+                try:
+                    _apply(patch, module)
+                except Exception as exc:  # never break the user's import
+                    _skip(patch, f"{type(exc).__name__}: {exc}")
+
+
+def apply_all(rows) -> None:
+    """Make ``rows`` active: apply those whose module is imported, hook the others."""
+    with _lock:
+        _active_rows[:] = rows
+        for module_name in dict.fromkeys(p.module for p in rows):
+            module = sys.modules.get(module_name)
+            if module is not None:
+                _on_import(module)
+            elif module_name not in _pending:
+                _pending.add(module_name)
+                wrapt.register_post_import_hook(_on_import, module_name)
+
+
+def undo_all() -> None:
+    """Restore every original object and remove every injected name, newest change first."""
+    with _lock:
+        _active_rows.clear()
+        while _records:
+            _, owner, name, original, installed = _records.pop()
+            if original is _MISSING:
+                if _own(owner, name) is installed or getattr(owner, name, None) is installed:
+                    delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+        _skipped.clear()
+
+
+def applied() -> list:
+    """Names of the patches in place now, in the order they were applied."""
+    with _lock:
+        return [r[0] for r in _records]
+
+
+def skipped() -> dict:
+    """Patches that skipped themselves, with the reason."""
+    with _lock:
+        return dict(_skipped)

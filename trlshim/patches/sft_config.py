@@ -1,0 +1,149 @@
+"""SFTConfig across releases: field renames, removed options, changed defaults, and the class
+itself where TRL lacks it.
+
+- TRL >= 0.9: ``SFTConfig.__init__`` is wrapped so every release's field names are accepted
+  (``max_seq_length`` <-> ``max_length`` at 0.16/0.20, ``use_liger`` -> ``use_liger_kernel`` at
+  0.16/0.18, ``packing_strategy`` spellings at 0.19/0.20/0.29/1.0, no-op fields dropped with a
+  report) and unknown names fail with the closest valid one.
+- TRL >= 0.19 defaults ``bf16`` to True, which raises where bf16 is unsupported (CPU). When the
+  user set neither ``bf16`` nor ``fp16`` there, trlshim passes ``bf16=False``. No other default
+  is touched.
+- TRL < 0.9 has no SFTConfig: trlshim's own ``TrainingArguments`` subclass with the 0.9 fields is
+  injected as ``trl.SFTConfig`` / ``trl.trainer.SFTConfig``; the SFTTrainer patch moves its
+  fields onto the trainer's keyword arguments.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Dict, Optional
+
+from .. import report
+from ..registry import INJECT, row
+from ..translate import config_kwargs, installed_label
+
+# Options trlshim implements itself on releases that lack them (filled by the semantics patches).
+EMULATED: Dict[str, Any] = {}
+
+# trlshim's own options, accepted by trlshim.SFTConfig on every release.
+SHIM_FIELDS = {
+    "embedding_learning_rate": None,
+}
+
+# The fields of TRL 0.9's SFTConfig, used to build the class for TRL < 0.9.
+LEGACY_FIELDS = (
+    ("dataset_text_field", Optional[str], None),
+    ("packing", bool, False),
+    ("max_seq_length", Optional[int], None),
+    ("dataset_num_proc", Optional[int], None),
+    ("dataset_batch_size", int, 1000),
+    ("neftune_noise_alpha", Optional[float], None),
+    ("model_init_kwargs", Optional[dict], None),
+    ("dataset_kwargs", Optional[dict], None),
+    ("eval_packing", Optional[bool], None),
+    ("num_of_sequences", int, 1024),
+    ("chars_per_token", float, 3.6),
+)
+
+
+def shim_options(config) -> dict:
+    """Options trlshim handles itself that ``config`` carries (fields of our classes or extras)."""
+    out = dict(getattr(config, "_trlshim_extra", None) or {})
+    for name in list(SHIM_FIELDS) + list(EMULATED):
+        if name not in out and name in getattr(type(config), "__dataclass_fields__", {}):
+            if getattr(type(config), "_trlshim_owned", {}).get(name):
+                out[name] = getattr(config, name)
+    return out
+
+
+def _bf16_unsupported(kwargs) -> bool:
+    if kwargs.get("use_cpu"):
+        return False
+    try:
+        from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+    except ImportError:
+        return False
+    return not is_torch_bf16_gpu_available() and not is_torch_xla_available()
+
+
+def _defaults(cls, kwargs: dict) -> dict:
+    """Changed defaults that would make old code crash (see module docstring)."""
+    field = getattr(cls, "__dataclass_fields__", {}).get("bf16")
+    if field is not None and field.default is not False and "bf16" not in kwargs and not kwargs.get("fp16"):
+        if _bf16_unsupported(kwargs):
+            report.decided(
+                "default.bf16",
+                f"trlshim: bf16=False ({installed_label()} defaults bf16 to True, which this machine cannot run; "
+                "pass bf16= to choose)",
+            )
+            kwargs = dict(kwargs, bf16=False)
+    return kwargs
+
+
+def translate(cls, kwargs: dict):
+    """(native kwargs for ``cls``, trlshim-handled extras)."""
+    native, extra = config_kwargs(cls, kwargs, emulated=set(EMULATED) | set(SHIM_FIELDS))
+    return _defaults(cls, native), extra
+
+
+def _init_wrapper(wrapped, instance, args, kwargs):
+    cls = type(instance) if instance is not None else None
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return wrapped(*args, **kwargs)
+    native, extra = translate(cls, kwargs)
+    result = wrapped(*args, **native)
+    if extra:
+        instance._trlshim_extra = extra
+    return result
+
+
+def _expects_dataclass_init(init) -> Optional[str]:
+    return None if callable(init) else "SFTConfig.__init__ is not callable"
+
+
+def _translating_init(init):
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        native, extra = translate(type(self), kwargs)
+        init(self, *args, **native, **{k: v for k, v in extra.items() if k in self.__dataclass_fields__})
+        rest = {k: v for k, v in extra.items() if k not in self.__dataclass_fields__}
+        if rest:
+            self._trlshim_extra = rest
+
+    return __init__
+
+
+def build_config_class(base, name="SFTConfig", fields=()):
+    """A dataclass subclass of ``base`` adding ``fields`` (name, type, default) whose constructor
+    accepts every release's spelling. Used for trlshim.SFTConfig and for TRL < 0.9."""
+    have = set(getattr(base, "__dataclass_fields__", {}))
+    specs = [(n, t, dataclasses.field(default=d)) for n, t, d in fields if n not in have]
+    extra = [(n, Any, dataclasses.field(default=d)) for n, d in {**EMULATED, **SHIM_FIELDS}.items() if n not in have]
+    cls = dataclasses.make_dataclass(name, specs + extra, bases=(base,))
+    cls.__module__ = "trlshim"
+    cls._trlshim_owned = {n: True for n, _, _ in specs + extra}
+    cls.__init__ = _translating_init(cls.__init__)
+    return cls
+
+
+@functools.lru_cache(maxsize=None)
+def legacy_config_class():
+    """SFTConfig for TRL < 0.9: TrainingArguments plus the SFT fields of TRL 0.9."""
+    from transformers import TrainingArguments
+
+    cls = build_config_class(TrainingArguments, fields=LEGACY_FIELDS)
+    cls.__doc__ = "trlshim's SFTConfig for TRL < 0.9 (TrainingArguments + the SFT fields of TRL 0.9)."
+    return cls
+
+
+row(
+    "sft_config.fields", "trl.trainer.sft_config", "SFTConfig.__init__", ">=0.9",
+    "accept every release's SFTConfig field names; keep bf16 runnable where TRL >= 0.19 defaults it on",
+    wrapper=_init_wrapper, expects=_expects_dataclass_init,
+)
+for _module in ("trl", "trl.trainer"):
+    row(
+        f"sft_config.legacy[{_module}]", _module, "SFTConfig", "<0.9",
+        "TRL < 0.9 has no SFTConfig: provide one (TrainingArguments + SFT fields)",
+        kind=INJECT, factory=legacy_config_class,
+    )

@@ -1,0 +1,58 @@
+"""The version-dispatch registry: every patch trlshim applies is one row of data.
+
+A row names its target (module + dotted attribute path), the TRL releases it applies to
+(a ``packaging`` specifier, open-ended upward while the change persists), what it does
+(a wrapt wrapper around the existing attribute, or an object injected where TRL lacks the
+name), an optional shape check run before applying, and a one-line reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from .versions import release
+
+WRAP = "wrap"  # wrap the existing attribute in place (wrapt.FunctionWrapper)
+INJECT = "inject"  # set an attribute the module lacks; removed again on unpatch
+
+
+@dataclasses.dataclass(frozen=True)
+class Patch:
+    name: str
+    module: str
+    attribute: str
+    versions: SpecifierSet
+    reason: str
+    kind: str = WRAP
+    wrapper: Optional[Callable] = None  # wrapt wrapper(wrapped, instance, args, kwargs)
+    factory: Optional[Callable[[], object]] = None  # builds the injected object
+    expects: Optional[Callable[[object], Optional[str]]] = None  # returns why the target has the wrong shape
+    optional: bool = False  # a missing target is normal (e.g. a trainer some releases lack)
+
+    def applies_to(self, trl: Optional[Version]) -> bool:
+        return trl is not None and self.versions.contains(release(trl), prereleases=True)
+
+
+_ROWS: dict = {}
+
+
+def row(name, module, attribute, versions, reason, **kw) -> Patch:
+    """Declare a patch row (used by the modules in ``trlshim.patches``)."""
+    p = Patch(name=name, module=module, attribute=attribute, versions=SpecifierSet(versions), reason=reason, **kw)
+    if name in _ROWS and _ROWS[name] != p:
+        raise ValueError(f"duplicate patch row {name!r}")
+    _ROWS[name] = p
+    return p
+
+
+def rows() -> list:
+    """All declared rows, in declaration order (``trlshim.patches`` declares them on import)."""
+    return list(_ROWS.values())
+
+
+def selected(trl: Optional[Version]) -> list:
+    """The rows that apply to the given TRL version."""
+    return [p for p in rows() if p.applies_to(trl)]

@@ -1,0 +1,66 @@
+"""Reporting of translations: once per process, through logging and a filterable warning.
+
+Every argument trlshim moves, renames or drops is announced here exactly once per process
+(keyed by what happened, not by call site). ``TRLSHIM_STRICT=1`` turns each translation into
+a ``TranslationError`` so library authors can find legacy calls.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+
+logger = logging.getLogger("trlshim")
+
+_seen: set = set()
+_applied: list = []
+_lock = threading.Lock()
+
+
+class TranslationWarning(UserWarning):
+    """Issued once per process for each translation trlshim applies to a legacy call."""
+
+
+class TranslationError(TypeError):
+    """Raised instead of translating when ``TRLSHIM_STRICT=1``."""
+
+
+def strict() -> bool:
+    return os.environ.get("TRLSHIM_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def translated(key: str, message: str) -> None:
+    """Announce one translation (``key`` identifies it, ``message`` says what and why)."""
+    if strict():
+        raise TranslationError(f"{message} (TRLSHIM_STRICT=1 forbids translations; use the installed spelling)")
+    with _lock:
+        if key in _seen:
+            return
+        _seen.add(key)
+        _applied.append(message)
+    logger.info(message)
+    warnings.warn(message, TranslationWarning, stacklevel=4)
+
+
+def decided(key: str, message: str) -> None:
+    """Announce a decision that is not a translation of the user's arguments (logged once, no warning)."""
+    with _lock:
+        if key in _seen:
+            return
+        _seen.add(key)
+        _applied.append(message)
+    logger.info(message)
+
+
+def applied() -> list:
+    """Messages of the translations and decisions made so far in this process, in order."""
+    with _lock:
+        return list(_applied)
+
+
+def reset() -> None:
+    """Forget what was reported (tests use this to see each report again)."""
+    with _lock:
+        _seen.clear()
+        _applied.clear()
