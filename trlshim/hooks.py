@@ -109,6 +109,9 @@ def _apply(patch, module):
 
 def _on_import(module):
     """wrapt post-import hook: apply the active rows that target this module."""
+    # A package may replace itself in sys.modules while importing (TRL's _LazyModule): wrapt hands
+    # us the original object, users get the replacement.
+    module = sys.modules.get(module.__name__, module)
     with _lock:
         _pending.discard(module.__name__)
         for patch in _active_rows:

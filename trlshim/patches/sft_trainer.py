@@ -38,6 +38,11 @@ from . import sft_config
 
 LEADING = ("model", "args", "data_collator", "train_dataset", "eval_dataset", "processing_class")
 
+# Defaults a later release introduced that scripts written for it rely on: (TRL range, option,
+# value, condition on the train dataset's columns). Filled only where the release would
+# otherwise refuse the call, so no call that worked before changes meaning.
+LATER_DEFAULTS = (("<0.12", "dataset_text_field", "text"),)
+
 # Where the release puts its output when no args are given (we mirror it when we must build one).
 DEFAULT_OUTPUT_DIR = ((">=0.15", "{model_name}-SFT"), ("<0.15", "tmp_trainer"))
 
@@ -164,14 +169,48 @@ def translate_call(wrapped, args, kwargs):
             if "packing_strategy" in config_kw:
                 config_kw["packing_strategy"] = packing_strategy_value(config_kw["packing_strategy"])
             if cfg is None:
-                cfg = config_cls(output_dir=_default_output_dir(trainer_kw.get("model")))
+                cfg = _new_config(config_cls, trainer_kw)
             else:
                 cfg = copy.copy(cfg)  # never mutate a config the caller may share
             for name, value in config_kw.items():
                 setattr(cfg, name, value)
         if cfg is not None:
             trainer_kw["args"] = cfg
+    _later_defaults(trainer_kw, config_cls, legacy)
     return wrapped(**trainer_kw)
+
+
+def _columns(dataset):
+    names = getattr(dataset, "column_names", None)
+    return set(names) if isinstance(names, (list, tuple)) else set()
+
+
+def _later_defaults(trainer_kw: dict, config_cls, legacy: bool) -> None:
+    """Fill LATER_DEFAULTS (e.g. ``dataset_text_field="text"``, TRL 0.12's default) where unset."""
+    v = trl_version()
+    cfg = trainer_kw.get("args")
+    for spec, name, value in LATER_DEFAULTS:
+        if v is None or not SpecifierSet(spec).contains(release(v), prereleases=True):
+            continue
+        current = trainer_kw.get(name, getattr(cfg, name, None))
+        if current is not None or trainer_kw.get("formatting_func") is not None:
+            continue
+        if value not in _columns(trainer_kw.get("train_dataset")):
+            continue
+        report.decided(
+            f"default.{name}",
+            f"trlshim: {name}={value!r} (the default since TRL 0.12; {installed_label()} has none and would refuse)",
+        )
+        if legacy:
+            trainer_kw[name] = value
+        else:
+            cfg = copy.copy(cfg) if cfg is not None else _new_config(config_cls, trainer_kw)
+            setattr(cfg, name, value)
+            trainer_kw["args"] = cfg
+
+
+def _new_config(config_cls, trainer_kw):
+    return config_cls(output_dir=_default_output_dir(trainer_kw.get("model")))
 
 
 def _arguments(wrapped, instance, args, kwargs):
