@@ -14,17 +14,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
-CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|' + message['role'] + '|>' }}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{% generation %}{{- message['content'] + eos_token }}{% endgeneration %}"
-    "{%- else %}{{- message['content'] + eos_token }}{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|assistant|>' }}{%- endif %}"
-)
+from trlshim.tiny import CHAT_TEMPLATE, sentences, tokenizer_json
+from trlshim.tiny import make_model as _make_model
+from trlshim.tiny import make_tokenizer as _make_tokenizer
+
 PLAIN_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
-SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>"]
 WORDS = (
     "the cat dog sat on a mat and ran to house tree big small red blue green fast slow one two three "
     "four five six seven eight nine ten answer question is what why how yes no hello world model data "
@@ -38,46 +32,15 @@ def sentence(rng, n_min=4, n_max=14) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _tokenizer_json() -> str:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    rng = random.Random(0)
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS, show_progress=False)
-    tok.train_from_iterator([sentence(rng) for _ in range(400)], trainer=trainer)
-    return tok.to_str()
+    return tokenizer_json(sentences(400, 0, WORDS))
 
 
 def make_tokenizer(chat_template: str = CHAT_TEMPLATE):
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
-        bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"],
-    )
-    tok.chat_template = chat_template
-    tok.model_max_length = 512
-    return tok
+    return _make_tokenizer(_tokenizer_json(), chat_template)
 
 
-def make_model(vocab_size: int = 320, seed: int = 0):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False,
-    )
-    try:
-        cfg._attn_implementation = "eager"
-    except Exception:
-        pass
-    return LlamaForCausalLM(cfg)
+def make_model(vocab_size: int = 320, seed: int = 0, **kw):
+    return _make_model(vocab_size=vocab_size, seed=seed, **kw)
 
 
 def texts(n: int = 24, seed: int = 1, n_min: int = 4, n_max: int = 14) -> list:

@@ -9,6 +9,7 @@ raise into the user's import.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import threading
@@ -24,6 +25,7 @@ _active_rows: list = []  # rows selected for the installed TRL while patched
 _pending: set = set()  # modules with a wrapt post-import hook registered and not yet fired
 _records: list = []  # (patch_name, owner, attribute, original or _MISSING, installed object), in order
 _skipped: dict = {}  # patch name -> why it was skipped
+_registering = threading.local()  # set while this thread is inside wrapt.register_post_import_hook
 
 
 class PatchSkippedWarning(UserWarning):
@@ -80,12 +82,12 @@ def _apply(patch, module):
     if patch.kind == "inject":
         current = _own(owner, name)
         if current is not _MISSING:
-            if getattr(current, "__trlshim_injected__", None) == patch.name:
+            if patch.name in (getattr(current, "__trlshim_injected__", None) or ()):
                 return
             return _skip(patch, f"{patch.module}.{patch.attribute} already exists")
         obj = patch.factory()
-        try:
-            obj.__trlshim_injected__ = patch.name
+        try:  # one object may be injected by several rows (trl.SFTConfig and trl.trainer.SFTConfig)
+            obj.__trlshim_injected__ = frozenset(getattr(obj, "__trlshim_injected__", None) or ()) | {patch.name}
         except (AttributeError, TypeError):
             pass
         setattr(owner, name, obj)
@@ -122,17 +124,44 @@ def _on_import(module):
                     _skip(patch, f"{type(exc).__name__}: {exc}")
 
 
+def _initializing(module) -> bool:
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
+def _hook(module):
+    """The callback given to wrapt. wrapt calls it at once, in the registering thread, when the
+    module is already in ``sys.modules``, which includes a module another thread is still
+    executing: ``apply_all`` handles that case itself (after waiting for the import)."""
+    if getattr(_registering, "active", False):
+        return
+    _on_import(module)
+
+
 def apply_all(rows) -> None:
     """Make ``rows`` active: apply those whose module is imported, hook the others."""
     with _lock:
         _active_rows[:] = rows
-        for module_name in dict.fromkeys(p.module for p in rows):
-            module = sys.modules.get(module_name)
-            if module is not None:
-                _on_import(module)
-            elif module_name not in _pending:
+        names = list(dict.fromkeys(p.module for p in rows))
+        for module_name in names:
+            if sys.modules.get(module_name) is None and module_name not in _pending:
                 _pending.add(module_name)
-                wrapt.register_post_import_hook(_on_import, module_name)
+                _registering.active = True
+                try:
+                    wrapt.register_post_import_hook(_hook, module_name)
+                finally:
+                    _registering.active = False
+    # Outside the lock: a module that another thread is importing right now is waited for (its
+    # import ends by running our hook, which takes the lock), then patched complete, never half-built.
+    for module_name in names:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        if _initializing(module):
+            try:
+                module = importlib.import_module(module_name)  # returns at once in the importing thread
+            except Exception:
+                continue  # the import failed there; nothing to patch
+        _on_import(module)
 
 
 def undo_all() -> None:

@@ -68,9 +68,13 @@ def test_packing_really_on(tmp_path, tokenizer, style):
             segments = [b - a for a, b in zip(starts, starts[1:])]
             assert max(segments) <= 32 and ids.shape[1] <= 4 * 32
             assert len(segments) > 4  # more examples than the 4 rows of the batch: packed
-        else:  # concatenate-and-chunk packing: full rows of max length holding several examples
+        elif ids.shape[0] == 1:  # TRL 0.19 ffd without flash-attention: flattened, no position_ids
+            assert 32 < ids.shape[1] <= 4 * 32
+        else:  # concatenate-and-chunk packing: full rows of max length, no padding
             assert ids.shape[1] == 32
-            assert max((row == tokenizer.eos_token_id).sum().item() for row in ids) >= 2
+            assert any((row != tokenizer.pad_token_id).all() for row in ids)  # only a last chunk may be short
+            # every example is shorter than a row (< 25 tokens), so a full row holds several of them
+            assert max(len(tokenizer(t)["input_ids"]) for t in helpers.texts(24)) < 25
 
 
 @pytest.mark.parametrize("style", STYLES)
