@@ -25,6 +25,7 @@ _active_rows: list = []  # rows selected for the installed TRL while patched
 _pending: set = set()  # modules with a wrapt post-import hook registered and not yet fired
 _records: list = []  # (patch_name, owner, attribute, original or _MISSING, installed object), in order
 _skipped: dict = {}  # patch name -> why it was skipped
+_undo_callbacks: list = []  # instance-level changes made by patches while active (e.g. kernels on a model)
 _registering = threading.local()  # set while this thread is inside wrapt.register_post_import_hook
 
 
@@ -164,10 +165,21 @@ def apply_all(rows) -> None:
         _on_import(module)
 
 
+def at_undo(callback) -> None:
+    """Run ``callback`` at the next ``undo_all`` (patches that change instances register their undo)."""
+    with _lock:
+        _undo_callbacks.append(callback)
+
+
 def undo_all() -> None:
     """Restore every original object and remove every injected name, newest change first."""
     with _lock:
         _active_rows.clear()
+        while _undo_callbacks:
+            try:
+                _undo_callbacks.pop()()
+            except Exception as exc:  # an instance may be half torn down; the class-level undo must still run
+                logger.warning("trlshim: undo of an instance-level change failed: %s", exc)
         while _records:
             _, owner, name, original, installed = _records.pop()
             if original is _MISSING:

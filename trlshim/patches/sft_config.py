@@ -28,6 +28,8 @@ EMULATED: Dict[str, Any] = {}
 # trlshim's own options, accepted by trlshim.SFTConfig on every release.
 SHIM_FIELDS = {
     "embedding_learning_rate": None,
+    "auto_padding_free": None,  # None: trlshim decides (see patches/packing.py); False: never
+    "use_trlshim_kernels": None,  # None: on where safe (see patches/kernel_routing.py); False: never
 }
 
 # The fields of TRL 0.9's SFTConfig, used to build the class for TRL < 0.9.

@@ -1,0 +1,78 @@
+"""Kernel routing when an SFT trainer is built: CUDA only, instance-level, undone by unpatch,
+standing in for a missing Liger."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import helpers
+import pytest
+import trlshim
+from trlshim import report
+
+
+def _train(tmp_path, tokenizer, **cfg):
+    import trl
+
+    model = helpers.make_model()
+    losses = []
+    rec = helpers.Recorder(model)
+    args = trl.SFTConfig(**helpers.training_kwargs(tmp_path, max_steps=3), max_length=16, **cfg)
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=helpers.text_dataset(), processing_class=tokenizer)
+    out = trainer.train()
+    for entry in trainer.state.log_history:
+        if "loss" in entry:
+            losses.append(entry["loss"])
+    rec.remove()
+    return trainer, model, losses, out
+
+
+def test_cpu_model_is_left_alone(tmp_path, tokenizer):
+    trainer, model, _, _ = _train(tmp_path, tokenizer)
+    assert not hasattr(trainer, "_trlshim_kernels")
+    assert all("forward" not in vars(m) for m in model.modules() if m is not model)  # TRL 1.15+ patches the top
+    assert any("not on CUDA" in m or "not importable" in m or "triton" in m for m in report.applied())
+
+
+def test_routed_kernels_keep_the_loss_and_undo(tmp_path, tokenizer, monkeypatch):
+    pytest.importorskip("triton")
+    kernels = pytest.importorskip("trlshim_kernels")
+    if not kernels.HAS_TRITON:
+        pytest.skip("triton present but unusable")
+    monkeypatch.setenv("TRLSHIM_KERNELS", "0")
+    _, _, plain, _ = _train(tmp_path / "plain", tokenizer)
+    monkeypatch.delenv("TRLSHIM_KERNELS")
+    monkeypatch.setenv("TRLSHIM_KERNELS_ON_CPU", "1")  # Triton's interpreter on CPU (TRITON_INTERPRET=1)
+    trainer, model, routed, _ = _train(tmp_path / "routed", tokenizer)
+    handle = trainer._trlshim_kernels
+    assert handle.applied.get("rms_norm", 0) >= 5 and handle.applied.get("swiglu", 0) == 2
+    from trlshim.patches.kernel_routing import own_loss_path
+
+    # one fused head, never two: ours only where the release's loss path has none of its own
+    assert ("fused_linear_cross_entropy" in handle.applied) == (own_loss_path() is None)
+    assert len(plain) == len(routed) == 3
+    for a, b in zip(plain, routed):
+        assert math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-4)
+    assert all(("forward" in vars(m)) for m in model.modules() if type(m).__name__.endswith("RMSNorm"))
+    trlshim.unpatch()
+    try:
+        assert all("forward" not in vars(m) for m in model.modules() if m is not model)
+    finally:
+        trlshim.patch()
+
+
+def test_missing_liger_is_replaced_not_an_import_error(tmp_path, tokenizer):
+    import importlib.util
+
+    import trl
+
+    if importlib.util.find_spec("liger_kernel") is not None:
+        pytest.skip("liger-kernel is installed: the user's choice is respected")
+    fields = {f.name for f in dataclasses.fields(trl.SFTConfig)}
+    option = "use_liger_kernel" if "use_liger_kernel" in fields else "use_liger" if "use_liger" in fields else None
+    if option is None:
+        pytest.skip("this release and its transformers have no Liger option")
+    trainer, _, losses, _ = _train(tmp_path, tokenizer, **{option: True})
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert getattr(trainer.args, option) is False
+    assert any("liger-kernel is not installed" in m for m in report.applied())
