@@ -3,23 +3,25 @@
 Public API:
   rms_norm(x, weight, eps=1e-6, offset=0.0)
   apply_rotary(q, k, cos, sin, unsqueeze_dim=1)
-  swiglu(gate, up), geglu(gate, up)
+  swiglu(gate, up), geglu(gate, up), glu_mlp(x, gate_weight, up_weight, down_weight, gelu=False)
   fused_linear_cross_entropy(hidden, weight, labels, bias=None, *, ignore_index=-100, reduction="mean",
                              num_items_in_batch=None, softcap=None, chunk_size=None, return_stats=False)
   apply_to_model(model, *, rms_norm=True, rope=False, swiglu=True, fused_linear_cross_entropy=True) -> KernelHandle
-  last_stats(model) -> CEStats | None ; supported_model_types() ; HAS_TRITON
+      (handle.undo() restores every replaced attribute; handle.applied / handle.skipped say what was done)
+  last_stats(model) -> CEStats | None  (n_correct, entropy_sum, n_tokens of the last fused-CE forward;
+      also on output.kernel_stats and handle.last_stats) ; supported_model_types() ; unwrap_model(model)
 This package never imports trl or trlshim. Triton is optional: without it (or on CPU without
 TRITON_INTERPRET=1) every function runs its plain-torch reference.
 """
 from ._common import HAS_TRITON
 from .cross_entropy import fused_linear_cross_entropy
-from .models import KernelHandle, apply_to_model, last_stats, supported_model_types
+from .models import KernelHandle, apply_to_model, last_stats, supported_model_types, unwrap_model
 from .reference import CEStats
 from .rms_norm import rms_norm
 from .rope import apply_rotary
-from .swiglu import geglu, swiglu
+from .swiglu import geglu, glu_mlp, swiglu
 
 __all__ = [
     "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "apply_to_model", "fused_linear_cross_entropy",
-    "geglu", "last_stats", "rms_norm", "supported_model_types", "swiglu",
+    "geglu", "glu_mlp", "last_stats", "rms_norm", "supported_model_types", "swiglu", "unwrap_model",
 ]

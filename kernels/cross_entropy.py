@@ -5,7 +5,7 @@ into one reused buffer), then a Triton kernel does a two-pass online softmax per
 argmax hit, entropy) and overwrites the logits with ``(softmax - onehot) * scale`` (times the
 soft-cap derivative), then ``grad_h_c = G @ W`` and ``grad_W += G^T @ h_c``. All gradients are
 made during the forward; backward only multiplies them by ``grad_output`` (in place, so the
-graph may be backpropagated once). Peak extra memory: one logits chunk (default <= 256 MiB) +
+graph may be backpropagated once; a grad_output of exactly 1 skips the multiply). Peak extra memory: one logits chunk (default <= 256 MiB) +
 the gradient buffers. The per-row kernel also gives the argmax-hit count and entropy sum so a
 trainer can log token accuracy and entropy without logits.
 """
@@ -18,13 +18,14 @@ import torch
 from ._common import HAS_TRITON, jit, next_pow2, tl, use_triton
 from .reference import CEStats, linear_cross_entropy_ref
 
-CHUNK_BYTES = 256 * 2**20
+CHUNK_BYTES = 256 * 2**20  # bound on one chunk of logits; benchmarks/results.md has the sweep
+TUNE = {}  # {"block_v": int, "warps": int} overrides, for benchmarks/bench_gpu.py
 
 if HAS_TRITON:
 
     @jit
     def _softcap(x, cap):
-        return cap * (1.0 - 2.0 / (tl.exp(2.0 * x / cap) + 1.0))
+        return cap * (1.0 - 2.0 / (tl.exp(tl.minimum(2.0 * x / cap, 80.0)) + 1.0))
 
     @jit
     def _ce_rows(L, sl, LAB, SCALE, LOSS, HIT, ENT, V, ignore_index, cap,
@@ -80,10 +81,10 @@ if HAS_TRITON:
 
 def _row_kernel(logits, labels, scale, loss, hit, ent, ignore_index, softcap, grad):
     n, V = logits.shape
-    bv = min(next_pow2(V), 4096 if logits.is_cuda else 1024)
+    bv = min(next_pow2(V), TUNE.get("block_v", 4096 if logits.is_cuda else 1024))
     _ce_rows[(n,)](logits, logits.stride(0), labels, scale, loss, hit, ent, V, ignore_index,
                    float(softcap or 1.0), SOFTCAP=bool(softcap), GRAD=grad, BLOCK_V=bv,
-                   num_warps=8 if bv >= 4096 else 4)
+                   num_warps=TUNE.get("warps", 8 if bv >= 4096 else 4))
 
 
 class FusedLinearCEFunction(torch.autograd.Function):
@@ -133,10 +134,12 @@ class FusedLinearCEFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, dloss, *_):
         gh, gw, gb = ctx.saved_tensors
-        if gh is not None:
-            gh.mul_(dloss)
-        if gw is not None:
-            gw.mul_(dloss)
+        # the usual grad_output is exactly 1: skip two full passes over grad_W/grad_h (costs one sync)
+        if not bool((dloss == 1).all()):
+            if gh is not None:
+                gh.mul_(dloss)
+            if gw is not None:
+                gw.mul_(dloss)
         if gb is not None:
             gb = (gb * dloss).to(ctx.bias_dtype)
         return gh, gw, gb, None, None, None, None, None
@@ -153,10 +156,13 @@ def _autocast_dtype(device_type: str):
 
 
 def default_chunk(n_tokens: int, vocab: int, elem_size: int) -> int:
-    """Tokens per chunk so that one logits chunk stays under ``CHUNK_BYTES`` (multiple of 128)."""
-    c = max(1, CHUNK_BYTES // max(1, vocab * elem_size))
-    if c >= 256:
-        c -= c % 128
+    """Tokens per chunk: the fewest equal chunks whose logits stay within ``CHUNK_BYTES`` (rounded up
+    to a multiple of 64 rows). Fewer chunks = fewer read-modify-writes of the bf16 grad_W buffer."""
+    row = max(1, vocab * elem_size)
+    n_chunks = max(1, -(-n_tokens * row // CHUNK_BYTES))
+    c = -(-n_tokens // n_chunks)
+    if c >= 64:
+        c = -(-c // 64) * 64
     return max(1, min(n_tokens, c))
 
 

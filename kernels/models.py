@@ -32,14 +32,13 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cross_entropy import fused_linear_cross_entropy
+from .cross_entropy import _autocast_dtype, fused_linear_cross_entropy
 from .reference import CEStats
 from .rms_norm import rms_norm
-from .swiglu import geglu, swiglu
+from .swiglu import geglu, glu_mlp, swiglu
 
 _SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
 _ATTR = "_trlshim_kernels_handle"
@@ -55,7 +54,7 @@ def supported_model_types() -> Tuple[str, ...]:
 class KernelHandle:
     """What :func:`apply_to_model` did. ``applied``: counts per kernel; ``skipped``: kernel -> reason."""
 
-    model: nn.Module
+    model: nn.Module = field(repr=False)
     applied: Dict[str, int] = field(default_factory=dict)
     skipped: Dict[str, str] = field(default_factory=dict)
     last_stats: Optional[CEStats] = None
@@ -107,9 +106,21 @@ def _norm_forward(mod, offset):
     return forward
 
 
+def _plain_linear(m) -> bool:
+    return (type(m) is nn.Linear and m.bias is None and "forward" not in m.__dict__
+            and not m._forward_hooks and not m._forward_pre_hooks)
+
+
 def _mlp_forward(mod, fn):
+    gelu = fn is geglu
+
     def forward(x, *args, **kwargs):
-        return mod.down_proj(fn(mod.gate_proj(x), mod.up_proj(x)))
+        g, u, d = mod.gate_proj, mod.up_proj, mod.down_proj
+        if (_plain_linear(g) and _plain_linear(u) and _plain_linear(d) and x.dtype == g.weight.dtype
+                and _autocast_dtype(x.device.type) is None):
+            # full fine-tuning: fused MLP, recomputes the activation output in backward (less memory)
+            return glu_mlp(x, g.weight, u.weight, d.weight, gelu)
+        return d(fn(g(x), u(x)))  # LoRA / quantised / hooked projections: call the submodules
 
     return forward
 

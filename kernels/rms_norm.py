@@ -3,14 +3,15 @@
 ``y = x / sqrt(mean(x^2) + eps)`` in float32. Llama form (``offset == 0``): ``w * y.to(x.dtype)``,
 output dtype ``promote(w, x)`` as transformers gives. Gemma form (``offset != 0``, e.g. 1.0):
 ``(y * (offset + w)).to(x.dtype)``. Rows are processed in 2-D tiles of ``BLOCK_M`` rows; the
-weight gradient is a two-stage reduction (each program of a persistent grid keeps a float32
-partial sum over its rows, then one small ``sum`` over programs) - no atomics.
+weight gradient is a two-stage reduction (each program keeps a float32 partial sum over its
+``TPP`` row tiles, then one small ``sum`` over programs) - no atomics. Launch configs come from the
+H100 sweep recorded in benchmarks/results.md.
 """
 from __future__ import annotations
 
 import torch
 
-from ._common import HAS_TRITON, jit, next_pow2, num_sms, tl, triton, use_triton
+from ._common import HAS_TRITON, jit, next_pow2, tl, triton, use_triton
 from .reference import rms_norm_ref
 
 if HAS_TRITON:
@@ -38,16 +39,15 @@ if HAS_TRITON:
 
     @jit
     def _rms_bwd(DY, X, W, RSTD, DX, DWP, N, H, sdy, sx, sdx, offset,
-                 BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr):
+                 TPP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr):
+        # program pid handles the TPP consecutive row tiles starting at pid * TPP
         pid = tl.program_id(0)
-        nprog = tl.num_programs(0)
         cols = tl.arange(0, BLOCK_H)
         cmask = cols < H
         w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32) + offset
         dw = tl.zeros([BLOCK_H], dtype=tl.float32)
-        n_tiles = tl.cdiv(N, BLOCK_M)
-        for t in range(pid, n_tiles, nprog):
-            rows = t * BLOCK_M + tl.arange(0, BLOCK_M)
+        for i in tl.static_range(TPP):
+            rows = (pid * TPP + i) * BLOCK_M + tl.arange(0, BLOCK_M)
             rmask = rows < N
             mask = rmask[:, None] & cmask[None, :]
             r64 = rows.to(tl.int64)
@@ -63,11 +63,24 @@ if HAS_TRITON:
         tl.store(DWP + pid.to(tl.int64) * H + cols, dw, mask=cmask)
 
 
-def _tile(H: int):
+# Launch configs; benchmarks/bench_gpu.py sweeps them (TUNE overrides: {"fwd": (bm, warps), "bwd": (bm, warps, tpp)}).
+TUNE = {}
+
+
+def _fwd_cfg(H: int):
+    if "fwd" in TUNE:
+        return TUNE["fwd"]
     bh = next_pow2(H)
     bm = max(1, min(16, 4096 // bh))
-    warps = 4 if bh * bm <= 2048 else (8 if bh * bm <= 8192 else 16)
-    return bm, bh, warps
+    return bm, (4 if bh * bm <= 2048 else (8 if bh * bm <= 8192 else 16))
+
+
+def _bwd_cfg(H: int, N: int):
+    if "bwd" in TUNE:
+        return TUNE["bwd"]
+    bh = next_pow2(H)
+    bm = max(1, min(16, 8192 // bh))  # H=2048: 4 rows x 2 tiles a program, 8 warps (best of the sweep)
+    return bm, (4 if bh * bm <= 2048 else (8 if bh * bm <= 8192 else 16)), 2
 
 
 class RMSNormFunction(torch.autograd.Function):
@@ -83,7 +96,8 @@ class RMSNormFunction(torch.autograd.Function):
         out_dtype = x.dtype if gemma else torch.promote_types(weight.dtype, x.dtype)
         y = torch.empty((N, H), dtype=out_dtype, device=x.device)
         rstd = torch.empty(N, dtype=torch.float32, device=x.device)
-        bm, bh, warps = _tile(H)
+        bh = next_pow2(H)
+        bm, warps = _fwd_cfg(H)
         if N > 0:
             _rms_fwd[(triton.cdiv(N, bm),)](x2, weight, y, rstd, N, H, x2.stride(0), y.stride(0), eps, offset,
                                              GEMMA=gemma, BLOCK_M=bm, BLOCK_H=bh, num_warps=warps)
@@ -100,11 +114,12 @@ class RMSNormFunction(torch.autograd.Function):
         if dy2.stride(-1) != 1:
             dy2 = dy2.contiguous()
         dx = torch.empty_like(x2)
-        bm, bh, warps = _tile(H)
-        grid = max(1, min(triton.cdiv(N, bm), 2 * num_sms(x2.device)))
+        bh = next_pow2(H)
+        bm, warps, tpp = _bwd_cfg(H, N)
+        grid = max(1, triton.cdiv(N, bm * tpp))
         partial = torch.empty((grid, H), dtype=torch.float32, device=x2.device)
         _rms_bwd[(grid,)](dy2, x2, weight, rstd, dx, partial, N, H, dy2.stride(0), x2.stride(0), dx.stride(0),
-                          ctx.offset, BLOCK_M=bm, BLOCK_H=bh, num_warps=warps)
+                          ctx.offset, TPP=tpp, BLOCK_M=bm, BLOCK_H=bh, num_warps=warps)
         dw = partial.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
         return dx.view(ctx.shape), dw, None, None
 

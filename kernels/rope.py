@@ -16,18 +16,18 @@ from .reference import rope_ref
 if HAS_TRITON:
 
     @jit
-    def _rot_heads(X, O, base_x, base_o, sxh, soh, nh, c1, c2, s1, s2, d, dm,
+    def _rot_heads(X, OUT, base_x, base_o, sxh, soh, nh, c1, c2, s1, s2, d, dm,
                    HALF: tl.constexpr, BLOCK_H: tl.constexpr):
         h = tl.arange(0, BLOCK_H)
         m = (h < nh)[:, None] & dm[None, :]
         px = X + base_x + h[:, None].to(tl.int64) * sxh + d[None, :]
-        po = O + base_o + h[:, None].to(tl.int64) * soh + d[None, :]
+        po = OUT + base_o + h[:, None].to(tl.int64) * soh + d[None, :]
         x1 = tl.load(px, mask=m, other=0.0).to(tl.float32)
         x2 = tl.load(px + HALF, mask=m, other=0.0).to(tl.float32)
         o1 = x1 * c1[None, :] - x2 * s1[None, :]
         o2 = x2 * c2[None, :] + x1 * s2[None, :]
-        tl.store(po, o1.to(O.dtype.element_ty), mask=m)
-        tl.store(po + HALF, o2.to(O.dtype.element_ty), mask=m)
+        tl.store(po, o1.to(OUT.dtype.element_ty), mask=m)
+        tl.store(po + HALF, o2.to(OUT.dtype.element_ty), mask=m)
 
     @jit
     def _rope_kernel(Q, K, QO, KO, C, S, T, Hq, Hk,

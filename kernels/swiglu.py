@@ -16,7 +16,7 @@ if HAS_TRITON:
 
     @jit
     def _tanh(x):
-        return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+        return 1.0 - 2.0 / (tl.exp(tl.minimum(2.0 * x, 80.0)) + 1.0)
 
     @jit
     def _glu_fwd(A, B, C, n, GELU: tl.constexpr, BLOCK: tl.constexpr):
@@ -27,11 +27,11 @@ if HAS_TRITON:
         if GELU:
             act = 0.5 * a * (1.0 + _tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)))
         else:
-            act = a / (1.0 + tl.exp(-a))
+            act = a / (1.0 + tl.exp(tl.minimum(-a, 80.0)))
         tl.store(C + offs, (act * b).to(C.dtype.element_ty), mask=m)
 
     @jit
-    def _glu_bwd(DC, A, B, DA, DB, n, GELU: tl.constexpr, BLOCK: tl.constexpr):
+    def _glu_bwd(DC, A, B, DA, DB, C, n, GELU: tl.constexpr, STORE_C: tl.constexpr, BLOCK: tl.constexpr):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         m = offs < n
         dc = tl.load(DC + offs, mask=m, other=0.0).to(tl.float32)
@@ -42,11 +42,13 @@ if HAS_TRITON:
             act = 0.5 * a * (1.0 + th)
             dact = 0.5 * (1.0 + th) + 0.5 * a * (1.0 - th * th) * 0.7978845608028654 * (1.0 + 0.134145 * a * a)
         else:
-            s = 1.0 / (1.0 + tl.exp(-a))
+            s = 1.0 / (1.0 + tl.exp(tl.minimum(-a, 80.0)))
             act = a * s
             dact = s * (1.0 + a * (1.0 - s))
         tl.store(DA + offs, (dc * b * dact).to(DA.dtype.element_ty), mask=m)
         tl.store(DB + offs, (dc * act).to(DB.dtype.element_ty), mask=m)
+        if STORE_C:  # recomputed forward output (may alias DC: same element, read above)
+            tl.store(C + offs, (act * b).to(C.dtype.element_ty), mask=m)
 
 
 class GLUFunction(torch.autograd.Function):
@@ -68,8 +70,55 @@ class GLUFunction(torch.autograd.Function):
         da, db = torch.empty_like(a), torch.empty_like(b)
         n = a.numel()
         if n:
-            _glu_bwd[(triton.cdiv(n, BLOCK),)](dc, a, b, da, db, n, GELU=ctx.gelu, BLOCK=BLOCK, num_warps=8)
+            _glu_bwd[(triton.cdiv(n, BLOCK),)](dc, a, b, da, db, dc, n, GELU=ctx.gelu, STORE_C=False, BLOCK=BLOCK,
+                                               num_warps=8)
         return da, db, None
+
+
+class GLUMLPFunction(torch.autograd.Function):
+    """``down(glu(x @ Wg^T, x @ Wu^T))`` for bias-free Linear weights, saving x, gate and up only:
+    the product fed to ``down`` (intermediate-size, like gate/up) is recomputed in backward by the
+    same kernel that makes the gate/up gradients (written in place over the saved gate/up)."""
+
+    @staticmethod
+    def forward(ctx, x, wg, wu, wd, gelu):
+        x2 = x.reshape(-1, x.shape[-1])
+        a = x2 @ wg.t()
+        b = x2 @ wu.t()
+        c = torch.empty_like(a)
+        n = a.numel()
+        if n:
+            _glu_fwd[(triton.cdiv(n, BLOCK),)](a, b, c, n, GELU=gelu, BLOCK=BLOCK, num_warps=8)
+        y = c @ wd.t()
+        ctx.save_for_backward(x2, wg, wu, wd, a, b)
+        ctx.gelu = gelu
+        return y.view(*x.shape[:-1], wd.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x2, wg, wu, wd, a, b = ctx.saved_tensors
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        dc = dy2 @ wd
+        n = a.numel()
+        if n:  # a <- d gate, b <- d up, dc <- recomputed glu output
+            _glu_bwd[(triton.cdiv(n, BLOCK),)](dc, a, b, a, b, dc, n, GELU=ctx.gelu, STORE_C=True, BLOCK=BLOCK,
+                                               num_warps=8)
+        nx, ng, nu, nd = ctx.needs_input_grad[:4]
+        dwd = dy2.t() @ dc if nd else None
+        del dc
+        dx = (a @ wg).addmm_(b, wu).view(*dy.shape[:-1], wg.shape[1]) if nx else None
+        dwg = a.t() @ x2 if ng else None
+        dwu = b.t() @ x2 if nu else None
+        return dx, dwg, dwu, dwd, None
+
+
+def glu_mlp(x, gate_weight, up_weight, down_weight, gelu: bool = False):
+    """Fused-activation MLP ``down(act(gate(x)) * up(x))`` with plain (bias-free) weights."""
+    if not use_triton(x, gate_weight) or not (x.dtype == gate_weight.dtype == up_weight.dtype == down_weight.dtype):
+        g, u = x @ gate_weight.t(), x @ up_weight.t()
+        return ((geglu_ref if gelu else swiglu_ref)(g, u)) @ down_weight.t()
+    return GLUMLPFunction.apply(x, gate_weight, up_weight, down_weight, bool(gelu))
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

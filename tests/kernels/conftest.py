@@ -15,12 +15,3 @@ def _interpreter_active():
     if not _common.use_triton(torch.zeros(1)):
         pytest.skip("trlshim_kernels was imported before TRITON_INTERPRET=1 was set")
     torch.manual_seed(1234)
-
-
-def rel(a, b):
-    a, b = a.detach().double(), b.detach().double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
-def leaf(t, dtype=None):
-    return t.detach().to(dtype or t.dtype).clone().requires_grad_()

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from conftest import leaf, rel  # noqa: E402
-
+from kernels_testutil import leaf, rel  # noqa: E402
 from trlshim_kernels import fused_linear_cross_entropy as flce  # noqa: E402
 from trlshim_kernels.reference import linear_cross_entropy_ref as ref  # noqa: E402
 

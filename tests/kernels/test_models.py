@@ -3,8 +3,7 @@ import torch
 
 pytest.importorskip("triton")
 transformers = pytest.importorskip("transformers")
-from conftest import rel  # noqa: E402
-
+from kernels_testutil import rel  # noqa: E402
 from trlshim_kernels import apply_to_model, last_stats, supported_model_types  # noqa: E402
 
 SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

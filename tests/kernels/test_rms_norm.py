@@ -2,8 +2,7 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from conftest import leaf, rel  # noqa: E402
-
+from kernels_testutil import leaf, rel  # noqa: E402
 from trlshim_kernels import rms_norm  # noqa: E402
 from trlshim_kernels.reference import rms_norm_ref  # noqa: E402
 

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from conftest import rel  # noqa: E402
-
+from kernels_testutil import rel  # noqa: E402
 from trlshim_kernels import apply_rotary  # noqa: E402
 from trlshim_kernels.reference import rope_ref  # noqa: E402
 

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from conftest import leaf, rel  # noqa: E402
-
+from kernels_testutil import leaf, rel  # noqa: E402
 from trlshim_kernels import geglu, swiglu  # noqa: E402
 from trlshim_kernels.reference import geglu_ref, swiglu_ref  # noqa: E402
 
