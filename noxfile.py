@@ -70,3 +70,21 @@ def tests(session, trl):
 def lint(session):
     session.install("ruff")
     session.run("ruff", "check", "trlshim", "kernels", "tests", "noxfile.py", "benchmarks")
+
+
+WRAPT_MAJORS = [nox.param("wrapt<2", id="1"), nox.param("wrapt>=2,<3", id="2")]
+CORE_TESTS = ["tests/patches/test_sft_trainer.py", "tests/reliability"]
+
+
+@nox.session(name="wrapt", python="3.11")
+@nox.parametrize("trl", [RELEASES[0], NEWEST])
+@nox.parametrize("spec", WRAPT_MAJORS)
+def wrapt_majors(session, trl, spec):
+    """The core tests (SFTTrainer patches + reliability) on wrapt 1.x and 2.x, oldest and newest TRL."""
+    install(session, trl, spec)
+    major = "1" if spec.startswith("wrapt<2") else "2"
+    session.run("python", "-c", f"import wrapt; v = wrapt.__version__; print('wrapt', v); "
+                f"assert v.split('.')[0] == '{major}', v")
+    session.chdir(session.create_tmp())  # import the installed package, not the checkout
+    session.run("pytest", "-q", *[str(ROOT / t) for t in CORE_TESTS], "-p", "no:cacheprovider",
+                "--rootdir", str(ROOT), *session.posargs, env=TEST_ENV)

@@ -426,7 +426,13 @@ def build(kind, lora, seed=0):
 
         model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules=[
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-    handle = K.apply_to_model(model) if kind == "ours" else None
+    handle = None
+    if kind.startswith("ours"):
+        # RoPE: route the module global of this freshly reloaded module (trlshim's registry rows do this
+        # in training scripts); "ours_norope" measures the kernels without it; "ours_nolora" without fused LoRA
+        if kind != "ours_norope":
+            ml.apply_rotary_pos_emb = K.routed_rotary(ml.apply_rotary_pos_emb)
+        handle = K.apply_to_model(model, rope=kind != "ours_norope", lora=kind != "ours_nolora")
     return model, handle
 
 
@@ -465,6 +471,16 @@ def train_loop(kind, lora, B=4, T=2048, steps=6):
     res[key + "_loss"] = losses[-1]
     if handle is not None:
         res[key + "_applied"] = handle.applied
+        if kind.startswith("ours") and dev == "cuda":  # RoPE really went through our kernel
+            import trlshim_kernels.models as KM
+
+            n = []
+            kern = KM._rotary_kernel
+            KM._rotary_kernel = lambda *a: n.append(1) or kern(*a)
+            with torch.no_grad():
+                model(input_ids=ids[:, :64])
+            KM._rotary_kernel = kern
+            res[key + "_rope_kernel_calls"] = len(n)
     del model, opt, handle
     peak_reset()
 
@@ -540,8 +556,11 @@ if __name__ == "__main__":
         t0 = time.time()
         try:
             if p == "loop":
-                for kind in ("stock", "ours") + (() if SMALL else ("liger",)):  # liger last: patches classes
+                extra = [v for v in os.environ.get("BENCH_EXTRA", "").split(",") if v]
+                for kind in ("stock", "ours", *extra) + (() if SMALL else ("liger",)):  # liger last: patches classes
                     for lora in (False, True):
+                        if (kind == "ours_nolora" and not lora) or (kind == "ours_norope" and lora):
+                            continue
                         try:
                             train_loop(kind, lora)
                         except Exception as e:  # noqa: BLE001

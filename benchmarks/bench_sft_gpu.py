@@ -20,7 +20,10 @@ import time
 
 B, T, STEPS = 4, 2048, 8
 VARIANTS = ("stock", "liger", "ours")
-# Bisection variants: ours with only some kernels ("ours:rms_norm", "ours:swiglu").
+# "ours": trlshim with TRLSHIM_AUTO_PADDING_FREE=0 (the kernels alone, same batches as stock);
+# "ours_pf": trlshim with its automatic padding-free batching on (its default);
+# "ours_norope": kernels without RoPE routing (TRLSHIM_KERNELS_ROPE=0).
+# Bisection variants: ours with only some kernels ("ours:rms_norm", "ours:swiglu", "ours:rope").
 PROFILE = os.environ.get("BENCH_PROFILE") == "1"
 
 
@@ -38,11 +41,17 @@ def model_cfg(small):
 def run_variant(variant: str, small: bool) -> dict:
     only = variant.split(":", 1)[1].split("+") if ":" in variant else None
     variant = variant.split(":", 1)[0]
-    if variant != "ours":
+    if variant == "ours_pf":
+        os.environ["TRLSHIM_AUTO_PADDING_FREE"] = "1"
+    elif variant.startswith("ours"):
+        os.environ["TRLSHIM_AUTO_PADDING_FREE"] = "0"
+    if variant == "ours_norope":
+        os.environ["TRLSHIM_KERNELS_ROPE"] = "0"
+    if not variant.startswith("ours"):
         os.environ["TRLSHIM_DISABLE"] = "1"
     import torch
 
-    if variant == "ours":
+    if variant.startswith("ours"):
         import trlshim  # noqa: F401  (patches TRL in place; routes the kernels when the trainer is built)
 
         if only is not None:
@@ -50,7 +59,7 @@ def run_variant(variant: str, small: bool) -> dict:
 
             import trlshim_kernels
 
-            flags = {k: k in only for k in ("rms_norm", "swiglu")}
+            flags = {k: k in only for k in ("rms_norm", "swiglu", "rope")}
             trlshim_kernels.apply_to_model = functools.partial(trlshim_kernels.apply_to_model, **flags)
     import datasets
     import trl
@@ -73,6 +82,7 @@ def run_variant(variant: str, small: bool) -> dict:
     cfg = trl.SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=b, max_steps=steps + 2,
                         logging_steps=1, report_to=[], bf16=cuda, use_liger_kernel=variant == "liger",
                         max_length=t, save_strategy="no", learning_rate=1e-5, dataloader_num_workers=0)
+    pf = getattr(cfg, "padding_free", None)
     stamps = []
 
     prof = None
@@ -106,6 +116,7 @@ def run_variant(variant: str, small: bool) -> dict:
         "peak_GiB": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
         "losses": losses,
         "kernels": dict(handle.applied) if handle is not None else None,
+        "padding_free": [pf, getattr(trainer.args, "padding_free", None)],
         "device": torch.cuda.get_device_name() if cuda else "cpu",
     }
 
@@ -130,20 +141,22 @@ def main():
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
         res[v] = json.loads(line[7:]) if line else {"error": (p.stderr or p.stdout)[-1500:]}
         print(v, json.dumps(res[v])[:600], flush=True)
-    ours, stock, liger = (res.get(v, {}).get("tok_s") for v in VARIANTS)
-    if ours and stock:
-        res["ours_over_stock"] = ours / stock
-    if ours and liger:
-        res["ours_over_liger"] = ours / liger
+    stock, liger = (res.get(v, {}).get("tok_s") for v in ("stock", "liger"))
+    for v in names:
+        mine = res[v].get("tok_s") if v.startswith("ours") else None
+        if mine and stock:
+            res[f"{v}_over_stock"] = mine / stock
+        if mine and liger:
+            res[f"{v}_over_liger"] = mine / liger
     json.dump(res, open(os.path.join(a.out, "sft_gpu.json"), "w"), indent=1)
-    print(json.dumps({k: v for k, v in res.items() if k.startswith("ours_over")}))
+    print(json.dumps({k: v for k, v in res.items() if "_over_" in k}))
     for v in names:
         r = res[v]
         if "error" in r:
             print(f"{v:6s} ERROR {r['error'][-300:]}")
         else:
-            print(f"{v:6s} {r['tok_s']:10.0f} tok/s  steady {r['steady_tok_s']:10.0f}  peak {r['peak_GiB']:.2f} GiB  "
-                  f"loss0 {r['losses'][0] if r['losses'] else float('nan'):.4f}  kernels {r['kernels']}")
+            print(f"{v:11s} {r['tok_s']:10.0f} tok/s  steady {r['steady_tok_s']:10.0f}  peak {r['peak_GiB']:.2f} GiB  "
+                  f"loss0 {r['losses'][0] if r['losses'] else float('nan'):.4f}  kernels {r['kernels']} pf {r.get('padding_free')}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ Public API:
   fused_linear_cross_entropy(hidden, weight, labels, bias=None, *, ignore_index=-100, reduction="mean",
                              num_items_in_batch=None, softcap=None, chunk_size=None, return_stats=False)
   apply_to_model(model, *, rms_norm=True, rope=False, swiglu=True, fused_linear_cross_entropy=True) -> KernelHandle
-      (handle.undo() restores every replaced attribute; handle.applied / handle.skipped say what was done)
+      (handle.undo() restores every replaced attribute; handle.applied / handle.skipped say what was done;
+      rope=True runs each attention forward inside rope_scope())
+  route_rotary(orig, args, kwargs) / routed_rotary(orig): HF apply_rotary_pos_emb router - our kernel
+      inside rope_scope() for shapes it handles, else orig unchanged ; rope_scope() ; rope_active()
   last_stats(model) -> CEStats | None  (n_correct, entropy_sum, n_tokens of the last fused-CE forward;
       also on output.kernel_stats and handle.last_stats) ; supported_model_types() ; unwrap_model(model)
 This package never imports trl or trlshim. Triton is optional: without it (or on CPU without
@@ -15,13 +18,15 @@ TRITON_INTERPRET=1) every function runs its plain-torch reference.
 """
 from ._common import HAS_TRITON
 from .cross_entropy import fused_linear_cross_entropy
-from .models import KernelHandle, apply_to_model, last_stats, supported_model_types, unwrap_model
+from .models import (KernelHandle, apply_to_model, last_stats, rope_active, rope_scope, route_rotary, routed_rotary,
+                     supported_model_types, unwrap_model)
 from .reference import CEStats
 from .rms_norm import rms_norm
-from .rope import apply_rotary
+from .rope import apply_rotary, rotary_supported
 from .swiglu import geglu, glu_mlp, swiglu
 
 __all__ = [
     "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "apply_to_model", "fused_linear_cross_entropy",
-    "geglu", "glu_mlp", "last_stats", "rms_norm", "supported_model_types", "swiglu", "unwrap_model",
+    "geglu", "glu_mlp", "last_stats", "rms_norm", "rope_active", "rope_scope", "rotary_supported", "route_rotary",
+    "routed_rotary", "supported_model_types", "swiglu", "unwrap_model",
 ]

@@ -19,25 +19,40 @@ transformers), records every original and ``handle.undo()`` puts each one back (
   Token-accuracy / entropy counters of the last such call are on ``output.kernel_stats``, on
   ``handle.last_stats`` and via ``last_stats(model)`` (a :class:`CEStats` of 0-d tensors:
   ``n_correct``, ``entropy_sum``, ``n_tokens``; mean accuracy = n_correct / n_tokens).
-* RoPE: not routed (``rope=True`` only records a reason in ``handle.skipped``). Transformers calls
-  ``apply_rotary_pos_emb`` as a module-level function from inside each attention forward; an
-  instance-level route needs either rebinding that module global (forbidden here) or re-implementing
-  every attention forward, whose signature and cache/mask handling changed across 4.46 -> 5.x.
-  :func:`apply_rotary` is available for direct use.
+* LoRA (PEFT ``lora.Linear``, plain adapters only): each such module gets an instance ``forward``
+  computing ``out = base(x)`` then ``out.addmm_(x @ A^T, B^T, alpha=scaling)`` in the base output's
+  dtype: the adapter's scale-and-add is fused into the second GEMM's epilogue, and PEFT's float32
+  detour (``autocast_adapter_dtype`` keeps A/B in float32, so PEFT casts x to float32, saves that copy
+  for backward and adds a float32 product into the bf16 output) is gone; A and B are cast to the
+  output dtype (as autocast does), their gradients flow back in their own dtype. Anything else
+  (dropout, DoRA/variants, several active adapters, merged/disabled adapters, extra call arguments,
+  non-plain base layers) calls PEFT's own forward.
+* RoPE: transformers calls the module-level ``apply_rotary_pos_emb`` from inside each attention
+  forward, so this package cannot route it through the instance alone and never rebinds that global.
+  ``rope=True`` wraps each attention module's ``forward`` (instance attribute) so that it runs inside
+  :func:`rope_scope`; a router installed on the module global by the caller (trlshim's registry rows,
+  or ``routed_rotary(orig)`` in a script) sends calls made inside that scope to :func:`apply_rotary`
+  via :func:`route_rotary` and every other call - other models, unsupported shapes (partial rotary
+  dims, other layouts), tensors Triton cannot take - to the original function unchanged. The scope is
+  set by the attention forward itself, so gradient-checkpointing recomputation is routed too.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .cross_entropy import _autocast_dtype, fused_linear_cross_entropy
 from .reference import CEStats
 from .rms_norm import rms_norm
+from .rope import RotaryFunction, rotary_supported
 from .swiglu import geglu, glu_mlp, swiglu
 
 _SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
@@ -125,6 +140,48 @@ def _mlp_forward(mod, fn):
     return forward
 
 
+def _lora_fusable(mod):
+    if mod.disable_adapters or mod.merged:
+        return None
+    act = mod.active_adapters
+    if len(act) != 1:
+        return None
+    name = act[0]
+    if name not in mod.lora_A or name in (getattr(mod, "lora_variant", None) or {}):
+        return None
+    if (getattr(mod, "use_dora", None) or {}).get(name) or type(mod.lora_dropout[name]) is not nn.Identity:
+        return None
+    base, a, b = mod.base_layer, mod.lora_A[name], mod.lora_B[name]
+    if not (_plain_linear(a) and _plain_linear(b) and type(base) is nn.Linear and "forward" not in base.__dict__
+            and not base._forward_hooks and not base._forward_pre_hooks):
+        return None
+    if a._forward_hooks or b._forward_hooks or mod.lora_dropout[name]._forward_hooks:
+        return None
+    return base, a.weight, b.weight, mod.scaling[name]
+
+
+def _lora_forward(mod, orig):
+    def forward(x, *args, **kwargs):
+        parts = None if (args or kwargs) else _lora_fusable(mod)
+        if parts is None or not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return orig(x, *args, **kwargs)
+        base, wa, wb, scaling = parts
+        x2 = x.reshape(-1, x.shape[-1])
+        out = F.linear(x2, base.weight, base.bias)  # 2-D: the in-place add below needs no view bookkeeping
+        dt = out.dtype
+        a = F.linear(x2.to(dt), wa.to(dt))
+        out.addmm_(a, wb.to(dt).t(), alpha=scaling)  # fused: out += scaling * (x A^T) B^T
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    return forward
+
+
+def _is_lora_linear(mod) -> bool:
+    return (type(mod).__name__ == "Linear" and type(mod).__module__.startswith("peft.")
+            and all(hasattr(mod, n) for n in ("lora_A", "lora_B", "base_layer", "scaling", "active_adapters",
+                                               "lora_dropout", "merged", "disable_adapters")))
+
+
 def _glu_for(config):
     act = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
     if act in ("silu", "swish"):
@@ -141,6 +198,97 @@ def _find(arguments, sig, name):
         if p.kind == inspect.Parameter.VAR_KEYWORD:
             return arguments.get(p.name, {}).get(name)
     return None
+
+
+_ROPE_ON = contextvars.ContextVar("trlshim_kernels_rope", default=False)
+_SIGS: Dict[Any, Optional[inspect.Signature]] = {}
+
+
+@contextlib.contextmanager
+def rope_scope():
+    """Inside this block (this thread / context), :func:`route_rotary` sends calls to our kernel."""
+    token = _ROPE_ON.set(True)
+    try:
+        yield
+    finally:
+        _ROPE_ON.reset(token)
+
+
+def rope_active() -> bool:
+    """True inside :func:`rope_scope` (i.e. inside the attention forward of a model patched with rope=True)."""
+    return _ROPE_ON.get()
+
+
+def _rotary_kernel(q, k, cos, sin):
+    return RotaryFunction.apply(q, k, cos, sin)
+
+
+def _signature(fn):
+    try:
+        return _SIGS[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+    try:
+        _SIGS[fn] = sig
+    except TypeError:
+        pass
+    return sig
+
+
+def route_rotary(orig, args, kwargs):
+    """Call HF ``apply_rotary_pos_emb`` ``orig(*args, **kwargs)``, or our kernel in its place.
+
+    Our kernel only inside :func:`rope_scope`, when the arguments bind to ``orig``'s signature as
+    ``(q, k, cos, sin[, position_ids][, unsqueeze_dim])`` (``position_ids`` is ignored, as transformers
+    ignores it) and the shapes/devices are ones :func:`apply_rotary` handles; else ``orig`` unchanged."""
+    if not _ROPE_ON.get():
+        return orig(*args, **kwargs)
+    sig = _signature(orig)
+    if sig is None:
+        return orig(*args, **kwargs)
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError:
+        return orig(*args, **kwargs)
+    bound.apply_defaults()
+    a = bound.arguments
+    extra = set(a) - {"q", "k", "cos", "sin", "position_ids", "unsqueeze_dim"}
+    if extra:
+        return orig(*args, **kwargs)
+    q, k, cos, sin = a.get("q"), a.get("k"), a.get("cos"), a.get("sin")
+    ud = a.get("unsqueeze_dim", 1)
+    if not all(hasattr(t, "dim") for t in (q, k, cos, sin)) or not rotary_supported(q, k, cos, sin, ud):
+        return orig(*args, **kwargs)
+    return _rotary_kernel(q, k, cos, sin)
+
+
+def routed_rotary(orig):
+    """A plain function around ``orig`` that calls :func:`route_rotary` (for scripts without trlshim)."""
+
+    @functools.wraps(orig)
+    def apply_rotary_pos_emb(*args, **kwargs):
+        return route_rotary(orig, args, kwargs)
+
+    return apply_rotary_pos_emb
+
+
+def _scoped_forward(fn):
+    def forward(*args, **kwargs):
+        token = _ROPE_ON.set(True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _ROPE_ON.reset(token)
+
+    return forward
+
+
+def _is_attention(mod) -> bool:
+    return "Attention" in type(mod).__name__ and hasattr(mod, "q_proj") and hasattr(mod, "k_proj")
 
 
 def _ce_forward(lm, orig, handle, softcap):
@@ -197,7 +345,7 @@ def _ce_forward(lm, orig, handle, softcap):
 
 
 def apply_to_model(model: nn.Module, *, rms_norm: bool = True, rope: bool = False, swiglu: bool = True,
-                   fused_linear_cross_entropy: bool = True) -> KernelHandle:
+                   fused_linear_cross_entropy: bool = True, lora: bool = True) -> KernelHandle:
     """Patch a transformers causal-LM instance (optionally PEFT-wrapped) in place; see module doc.
 
     Raises ``ValueError`` for unsupported ``config.model_type`` and ``RuntimeError`` if the model is
@@ -223,11 +371,20 @@ def apply_to_model(model: nn.Module, *, rms_norm: bool = True, rope: bool = Fals
               and getattr(cfg, "pretraining_tp", 1) <= 1):
             handle._set(mod, "forward", _mlp_forward(mod, glu))
             handle.applied["swiglu"] = handle.applied.get("swiglu", 0) + 1
+    if lora:
+        for mod in lm.modules():
+            if _is_lora_linear(mod):
+                handle._set(mod, "forward", _lora_forward(mod, mod.forward))
+                handle.applied["lora"] = handle.applied.get("lora", 0) + 1
     if swiglu and glu is None:
         handle.skipped["swiglu"] = f"activation {getattr(cfg, 'hidden_act', None)!r} has no fused kernel"
     if rope:
-        handle.skipped["rope"] = ("not routed at instance level: transformers calls the module-level "
-                                  "apply_rotary_pos_emb inside attention forward (see trlshim_kernels.models doc)")
+        for mod in lm.modules():
+            if _is_attention(mod):
+                handle._set(mod, "forward", _scoped_forward(mod.forward))
+                handle.applied["rope"] = handle.applied.get("rope", 0) + 1
+        if "rope" not in handle.applied:
+            handle.skipped["rope"] = "no attention module with q_proj/k_proj found"
     if fused_linear_cross_entropy:
         head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
         if head is None:

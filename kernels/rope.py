@@ -98,11 +98,16 @@ class RotaryFunction(torch.autograd.Function):
         return gq, gk, None, None
 
 
+def rotary_supported(q, k, cos, sin, unsqueeze_dim: int = 1) -> bool:
+    """True when :func:`apply_rotary` runs our kernel for these arguments (else it uses the reference)."""
+    return (unsqueeze_dim == 1 and q.dim() == 4 and k.dim() == 4 and cos.dim() == 3 and q.shape[-1] % 2 == 0
+            and cos.shape == sin.shape and cos.shape[-1] == q.shape[-1] and k.shape[-1] == q.shape[-1]
+            and cos.shape[1] == q.shape[2] and k.shape[2] == q.shape[2] and k.shape[0] == q.shape[0]
+            and cos.shape[0] in (1, q.shape[0]) and q.dtype == k.dtype and use_triton(q, k, cos, sin))
+
+
 def apply_rotary(q, k, cos, sin, unsqueeze_dim: int = 1):
     """Drop-in for HF ``apply_rotary_pos_emb(q, k, cos, sin)`` for the (B, H, T, D) layout."""
-    ok = (unsqueeze_dim == 1 and q.dim() == 4 and k.dim() == 4 and cos.dim() == 3 and q.shape[-1] % 2 == 0
-          and cos.shape == sin.shape and cos.shape[-1] == q.shape[-1] and cos.shape[1] == q.shape[2]
-          and cos.shape[0] in (1, q.shape[0]) and q.dtype == k.dtype and use_triton(q, k, cos, sin))
-    if not ok:
+    if not rotary_supported(q, k, cos, sin, unsqueeze_dim):
         return rope_ref(q, k, cos, sin, unsqueeze_dim)
     return RotaryFunction.apply(q, k, cos, sin)

@@ -110,3 +110,75 @@ class Recorder:
                     row = row[mask[i].bool()]
                 out.append(row.tolist())
         return out
+
+
+# --- training-semantics helpers (issue 3) ---------------------------------------------------
+
+def run_sft(tmp_path, dataset, tokenizer=None, model=None, steps=1, data_collator=None, formatting_func=None,
+            train=True, batch_size=4, **config):
+    """Train ``steps`` steps with trl.SFTTrainer (the patched one) and record what the model is fed.
+
+    ``config`` goes to ``trl.SFTConfig`` (auto padding-free is off unless given). Returns (recorder, trainer).
+    """
+    import trl
+
+    tokenizer = tokenizer or make_tokenizer()
+    model = model or make_model()
+    config.setdefault("auto_padding_free", False)
+    cfg = trl.SFTConfig(**{**training_kwargs(tmp_path, max_steps=steps, per_device_train_batch_size=batch_size),
+                           **config})
+    rec = Recorder(model)
+    kw = dict(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+    if data_collator is not None:
+        kw["data_collator"] = data_collator
+    if formatting_func is not None:
+        kw["formatting_func"] = formatting_func
+    trainer = trl.SFTTrainer(**kw)
+    if train:
+        trainer.train()
+    rec.remove()
+    return rec, trainer
+
+
+def fed_examples(rec, key="labels"):
+    """Each example the model was fed, as (input_ids, values of ``key``): padding removed by the
+    attention mask, and rows split where position_ids restart (packed / padding-free rows)."""
+    out = []
+    for call in rec.calls:
+        ids, vals = call["input_ids"], call.get(key)
+        pos, mask = call.get("position_ids"), call.get("attention_mask")
+        for i in range(ids.shape[0]):
+            keep = mask[i].bool() if mask is not None else slice(None)
+            row_ids = ids[i][keep].tolist()
+            row_vals = None if vals is None else vals[i][keep].tolist()
+            if pos is None:
+                out.append((row_ids, row_vals))
+                continue
+            row_pos = pos[min(i, pos.shape[0] - 1)][keep].tolist()
+            starts = [j for j, p in enumerate(row_pos) if p == 0] + [len(row_ids)]
+            if starts[0] != 0:
+                starts = [0] + starts
+            for a, b in zip(starts, starts[1:]):
+                out.append((row_ids[a:b], None if row_vals is None else row_vals[a:b]))
+    return out
+
+
+def chat_rows(n=8, seed=3, key="messages", sharegpt=False):
+    """Conversations of user/assistant turns (2 turns each)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        turns = []
+        for _t in range(2):
+            u, a = sentence(rng, 2, 5), sentence(rng, 2, 5)
+            if sharegpt:
+                turns += [{"from": "human", "value": u}, {"from": "gpt", "value": a}]
+            else:
+                turns += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+        rows.append({key: turns})
+    return rows
+
+
+def prompt_completion_rows(n=8, seed=4):
+    rng = random.Random(seed)
+    return [{"prompt": sentence(rng, 3, 6) + " ?", "completion": " " + sentence(rng, 2, 5)} for _ in range(n)]

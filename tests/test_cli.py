@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+
 from trlshim import cli
 from trlshim.versions import trl_version
 
@@ -16,6 +17,7 @@ def test_doctor_lists_versions_pair_and_active_patches(capsys):
 
 def test_doctor_flags_known_bad_pairs():
     from packaging.version import Version
+
     from trlshim.versions import pair_problems
 
     assert pair_problems(Version("0.11.4"), Version("5.0.0"))

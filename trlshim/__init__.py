@@ -6,41 +6,113 @@ restores the original objects; ``TRLSHIM_DISABLE=1`` turns the import-time patch
 """
 from __future__ import annotations
 
+import _thread  # not threading: a bare interpreter has not imported it (~5 ms)
 import os
-import threading
-
-from .report import TranslationError, TranslationWarning
+import sys
 
 __all__ = ["patch", "unpatch", "is_patched", "SFTTrainer", "SFTConfig", "TranslationWarning", "TranslationError"]
 __version__ = "0.1.0"
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
+_finder = None  # the _WhenTrlImported in sys.meta_path while patching waits for `import trl`
+
+
+class _TrlLoader:
+    """trl's own loader, plus: apply the deferred patch once trl's code has run."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        _patch_now()
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+class _WhenTrlImported:
+    """A meta path finder that only notices the first ``import trl``, so that ``import trlshim``
+    alone imports neither wrapt nor the patch rows (they cost ~100 ms); the patch is applied
+    right after trl's own code has run, before the importer gets the module."""
+
+    def __init__(self):
+        self._busy = _thread._local()
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "trl" or getattr(self._busy, "on", False):
+            return None
+        import importlib.util
+
+        self._busy.on = True
+        try:
+            spec = importlib.util.find_spec(name)  # the spec the other finders give
+        finally:
+            self._busy.on = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _TrlLoader(spec.loader)
+        return spec
+
+
+def _remove_finder() -> None:
+    global _finder
+    if _finder is not None:
+        try:
+            sys.meta_path.remove(_finder)
+        except ValueError:
+            pass
+        _finder = None
+
+
+def _patch_now() -> None:
+    from . import hooks, patches, registry, versions  # noqa: F401  (patches declares the rows)
+
+    with _lock:
+        _remove_finder()
+        hooks.apply_all(registry.selected(versions.trl_version()))
 
 
 def patch() -> None:
     """Apply the rows selected for the installed TRL (idempotent; TRL need not be imported yet)."""
-    from . import hooks, patches, registry, versions  # noqa: F401  (patches declares the rows)
-
+    global _finder
     with _lock:
-        hooks.apply_all(registry.selected(versions.trl_version()))
+        if "trl" not in sys.modules:  # defer everything (wrapt, the rows) to trl's import
+            if _finder is None:
+                _finder = _WhenTrlImported()
+                sys.meta_path.insert(0, _finder)
+            if "trlshim.hooks" not in sys.modules:
+                return
+    _patch_now()  # trl is imported, or hooks already are (a re-patch): apply / register now
 
 
 def unpatch() -> None:
     """Restore every patched attribute to the identical original object; remove injected names."""
-    from . import hooks
-
     with _lock:
+        _remove_finder()
+        if "trlshim.hooks" not in sys.modules:
+            return  # nothing was ever applied
+        from . import hooks
+
         hooks.undo_all()
 
 
 def is_patched() -> bool:
-    from . import hooks
-
-    return bool(hooks.applied()) or bool(hooks._active_rows)
+    if _finder is not None:
+        return True
+    hooks = sys.modules.get("trlshim.hooks")
+    return hooks is not None and (bool(hooks.applied()) or bool(hooks._active_rows))
 
 
 def __getattr__(name):
-    # Lazy, so that importing trlshim does not import TRL.
+    # Lazy, so that importing trlshim imports neither TRL nor wrapt nor logging.
+    if name in ("TranslationWarning", "TranslationError"):
+        from . import report
+
+        return getattr(report, name)
     if name == "SFTConfig":
         from .stable import sft_config_class
 

@@ -12,7 +12,7 @@ import functools
 from .patches import sft_config, sft_trainer
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _config_subclass(base):
     cls = sft_config.build_config_class(base)
     cls.__doc__ = f"trlshim.SFTConfig: {base.__module__}.{base.__name__} accepting every TRL release's field names."
@@ -26,7 +26,7 @@ def sft_config_class():
     return _config_subclass(base)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trainer_subclass(base):
     def __init__(self, *args, **kwargs):
         sft_trainer.translate_call(super(cls, self).__init__, args, kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import numbers
 from typing import Optional
 
 from packaging.specifiers import SpecifierSet
@@ -83,8 +84,38 @@ def closest(name: str, valid) -> str:
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
+# Options whose value TRL uses without checking its type, where a wrong type silently changes
+# what is trained (packing="no" is truthy: packing on; max_seq_length=True truncates to 1 token):
+# trlshim refuses such values with a TypeError on every release, whatever the spelling.
+OPTION_TYPES = {
+    "max_seq_length": ("an int or None", (numbers.Integral, type(None))),
+    "max_length": ("an int or None", (numbers.Integral, type(None))),
+    "packing": ("a bool", (bool,)),
+    "eval_packing": ("a bool or None", (bool, type(None))),
+    "dataset_text_field": ("a str or None", (str, type(None))),
+}
+
+
+def check_option_types(kwargs: dict, where: str) -> None:
+    for name, value in kwargs.items():
+        expected = OPTION_TYPES.get(name)
+        if expected is None:
+            continue
+        text, types = expected
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok and bool in types and type(value).__name__ == "bool_":  # numpy.bool_
+            ok = True
+        if not ok:
+            raise TypeError(
+                f"{where}: {name}={value!r} must be {text}, not {type(value).__name__} ({installed_label()}); "
+                "trlshim refuses to guess what it means"
+            )
+
+
 def check_spelling_conflicts(kwargs: dict, where: str) -> None:
-    """Both spellings of one option with different values is an error, never a silent pick."""
+    """Both spellings of one option with different values is an error, never a silent pick.
+    Values of the options in ``OPTION_TYPES`` must have the documented type."""
+    check_option_types(kwargs, where)
     for group in SPELLINGS:
         given = [n for n in group if n in kwargs]
         if len(given) > 1 and not all(same_value(kwargs[given[0]], kwargs[n]) for n in given[1:]):

@@ -4,6 +4,7 @@ Also the table of known-good and known-bad TRL/transformers pairs that ``trlshim
 """
 from __future__ import annotations
 
+import functools
 import os
 from importlib import metadata
 from typing import Optional
@@ -30,8 +31,9 @@ KNOWN_BAD = (
 )
 
 
+@functools.lru_cache(maxsize=None)  # reading metadata costs ~1.5 ms, and each trainer build asks
 def installed(package: str) -> Optional[Version]:
-    """The installed version of ``package``, or None when it is not installed."""
+    """The installed version of ``package``, or None when it is not installed (read once per process)."""
     try:
         return Version(metadata.version(package))
     except metadata.PackageNotFoundError:

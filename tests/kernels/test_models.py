@@ -91,6 +91,7 @@ def test_peft_wrapped():
     ids, labels = batch()
     ref_out, ref_g = loss_and_grads(pm, input_ids=ids, labels=labels)
     h = apply_to_model(pm)
+    assert h.applied["lora"] == 14  # 7 adapted linears x 2 layers
     out, g = loss_and_grads(pm, input_ids=ids, labels=labels)
     assert abs(out.loss.item() - ref_out.loss.item()) < 1e-4
     assert set(g) == set(ref_g) and all("lora" in n for n in g) and all(rel(g[n], ref_g[n]) < 1e-4 for n in g)
@@ -103,7 +104,7 @@ def test_guards():
     assert "llama" in supported_model_types()
     model = tiny()
     h = apply_to_model(model, rope=True)
-    assert "rope" in h.skipped
+    assert h.applied["rope"] == 2 and "rope" not in h.skipped
     with pytest.raises(RuntimeError):
         apply_to_model(model)
     h.undo()
@@ -134,3 +135,40 @@ def test_convergence_cpu():
     stock, ours = losses
     assert stock[-1] < stock[0] - 0.5  # it actually trains
     assert max(abs(a - b) for a, b in zip(stock, ours)) < 1e-2
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
+def test_rope_router_scoped_to_patched_model(model_type, monkeypatch):
+    import importlib
+
+    import trlshim_kernels.models as KM
+
+    mod = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+    orig = mod.apply_rotary_pos_emb
+    calls = []
+    kern = KM._rotary_kernel
+    monkeypatch.setattr(KM, "_rotary_kernel", lambda *a: calls.append(1) or kern(*a))
+    monkeypatch.setattr(mod, "apply_rotary_pos_emb", KM.routed_rotary(orig))
+    ids, labels = batch()
+    model, other = tiny(model_type), tiny(model_type)
+    ref_out, ref_g = loss_and_grads(model, input_ids=ids, labels=labels)
+    h = apply_to_model(model, rope=True, rms_norm=False, swiglu=False, fused_linear_cross_entropy=False)
+    out, g = loss_and_grads(model, input_ids=ids, labels=labels)
+    assert len(calls) == 2  # one per layer
+    assert abs(out.loss.item() - ref_out.loss.item()) < 1e-5
+    assert all(rel(g[n], ref_g[n]) < 1e-4 for n in ref_g)
+    other(input_ids=ids)
+    assert len(calls) == 2  # the unpatched model went to the original function
+    q, k = torch.randn(2, 4, 5, 16), torch.randn(2, 2, 5, 16)
+    cos, sin = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    with KM.rope_scope():
+        qt, kt = q.transpose(1, 2), k.transpose(1, 2)  # (B, T, H, D) with unsqueeze_dim=2: the original
+        a = mod.apply_rotary_pos_emb(qt, kt, cos, sin, unsqueeze_dim=2)
+        assert len(calls) == 2 and all(torch.equal(x, y) for x, y in zip(a, orig(qt, kt, cos, sin, unsqueeze_dim=2)))
+        r = mod.apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)
+        assert len(calls) == 3
+    b = orig(q, k, cos, sin)
+    assert all(rel(x, y) < 1e-5 for x, y in zip(r, b))
+    assert not KM.rope_active()
+    h.undo()
+    assert "forward" not in model.model.layers[0].self_attn.__dict__

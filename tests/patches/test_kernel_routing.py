@@ -61,6 +61,57 @@ def test_routed_kernels_keep_the_loss_and_undo(tmp_path, tokenizer, monkeypatch)
         trlshim.patch()
 
 
+def test_routed_rope_keeps_the_loss_and_leaves_other_models_alone(tmp_path, tokenizer, monkeypatch):
+    pytest.importorskip("triton")
+    kernels = pytest.importorskip("trlshim_kernels")
+    if not kernels.HAS_TRITON:
+        pytest.skip("triton present but unusable")
+    import importlib
+
+    import torch
+
+    import trlshim_kernels.models as KM
+
+    modeling = importlib.import_module("transformers.models.llama.modeling_llama")
+    original = modeling.apply_rotary_pos_emb.__wrapped__  # the row's wrapt wrapper is in place
+    assert "kernel_routing.rope.llama" in trlshim.hooks.applied()
+    calls = []
+    kernel = KM._rotary_kernel
+    monkeypatch.setattr(KM, "_rotary_kernel", lambda *a: calls.append(a[0].shape) or kernel(*a))
+    monkeypatch.setenv("TRLSHIM_KERNELS_ON_CPU", "1")  # Triton's interpreter on CPU (TRITON_INTERPRET=1)
+    monkeypatch.setenv("TRLSHIM_KERNELS_ROPE", "0")
+    _, _, without, _ = _train(tmp_path / "without", tokenizer)
+    assert calls == []
+    monkeypatch.delenv("TRLSHIM_KERNELS_ROPE")
+    trainer, model, routed, _ = _train(tmp_path / "routed", tokenizer)
+    handle = trainer._trlshim_kernels
+    assert handle.applied.get("rope") == 2  # one attention module per layer of the tiny model
+    assert len(calls) >= 2 * 3  # at least one call per layer and step went to our kernel
+    assert len(without) == len(routed) == 3
+    for a, b in zip(without, routed):
+        assert abs(a - b) <= 1e-4
+    # a second model in the same process, not routed: the original function, bit for bit
+    other = helpers.make_model(seed=3).eval()
+    ids = torch.randint(0, 320, (2, 9), generator=torch.Generator().manual_seed(0))
+    n = len(calls)
+    with torch.no_grad():
+        logits = other(input_ids=ids).logits
+    assert len(calls) == n
+    q = torch.randn(2, 4, 9, 8)
+    k = torch.randn(2, 2, 9, 8)
+    cos, sin = torch.randn(2, 9, 8), torch.randn(2, 9, 8)
+    got = modeling.apply_rotary_pos_emb(q, k, cos, sin)  # outside any routed forward
+    assert len(calls) == n and all(torch.equal(x, y) for x, y in zip(got, original(q, k, cos, sin)))
+    trlshim.unpatch()
+    try:
+        assert modeling.apply_rotary_pos_emb is original
+        assert all("forward" not in vars(m) for m in model.modules() if m is not model)
+        with torch.no_grad():
+            assert torch.equal(other(input_ids=ids).logits, logits)
+    finally:
+        trlshim.patch()
+
+
 def test_missing_liger_is_replaced_not_an_import_error(tmp_path, tokenizer):
     import importlib.util
 

@@ -5,8 +5,9 @@ import dataclasses
 
 import helpers
 import pytest
-import trlshim
 from packaging.version import Version
+
+import trlshim
 from trlshim import report
 from trlshim.versions import trl_version
 
@@ -27,7 +28,7 @@ def test_sft_config_exists_on_every_release(tmp_path):
     assert trl.SFTConfig is trl.trainer.SFTConfig
     assert issubclass(trl.SFTConfig, TrainingArguments)
     cfg = _cfg(tmp_path, max_length=11, packing=True, dataset_text_field="body")
-    length = getattr(cfg, "max_length", None) or getattr(cfg, "max_seq_length")
+    length = getattr(cfg, "max_length", None) or cfg.max_seq_length
     assert (length, cfg.packing, cfg.dataset_text_field) == (11, True, "body")
 
 

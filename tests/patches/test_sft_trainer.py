@@ -5,8 +5,9 @@ import warnings
 
 import helpers
 import pytest
-import trlshim
 from packaging.version import Version
+
+import trlshim
 from trlshim import report
 from trlshim.versions import trl_version
 

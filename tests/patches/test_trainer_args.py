@@ -5,6 +5,7 @@ import inspect
 
 import helpers
 import pytest
+
 from trlshim import report
 
 

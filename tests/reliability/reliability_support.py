@@ -20,7 +20,7 @@ TESTS = os.path.dirname(HERE)
 MARK = "@@trlshim-result@@"
 
 
-def run_scenario(code: str, env: dict = None, timeout: int = 240) -> dict:
+def run_scenario(code: str, env: dict = None, timeout: int = 180) -> dict:
     """Run ``code`` in a fresh interpreter (same Python, same environment plus ``env``)."""
     full_env = dict(os.environ)
     for key in ("TRLSHIM_DISABLE", "TRLSHIM_STRICT", "TRLSHIM_TRL_VERSION"):
@@ -31,8 +31,10 @@ def run_scenario(code: str, env: dict = None, timeout: int = 240) -> dict:
     )
     full_env["PYTHONPATH"] = os.pathsep.join([HERE, TESTS] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     full_env.update(env or {})
+    # a hang (deadlock) dumps every thread's stack and exits, so the failure shows where
+    prelude = f"import faulthandler; faulthandler.dump_traceback_later({timeout - 30}, exit=True)\n"
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True, text=True,
+        [sys.executable, "-c", prelude + textwrap.dedent(code)], env=full_env, capture_output=True, text=True,
         timeout=timeout,
     )
     for line in proc.stdout.splitlines():
@@ -93,6 +95,42 @@ def config_init_wrappers() -> list:
     return shim_wrappers(own(sft_config.SFTConfig, "__init__"))
 
 
+def expected_wrappers(module: str, attribute: str) -> list:
+    """The rows selected for this TRL that target ``module.attribute`` and did not skip themselves."""
+    from trlshim import hooks, registry, versions
+
+    skipped = hooks.skipped()
+    rows = registry.selected(versions.trl_version())
+    return sorted(p.name for p in rows if p.module == module and p.attribute == attribute and p.name not in skipped)
+
+
+def wrappers() -> dict:
+    """The trlshim layers on ``SFTTrainer.__init__`` / ``SFTConfig.__init__`` now, and the rows
+    that should be there exactly once each while patched."""
+    import importlib.util
+
+    has_config = importlib.util.find_spec("trl.trainer.sft_config") is not None
+    return {
+        "trainer": trainer_init_wrappers(), "config": config_init_wrappers(),
+        "trainer_expected": expected_wrappers("trl.trainer.sft_trainer", "SFTTrainer.__init__"),
+        "config_expected": expected_wrappers("trl.trainer.sft_config", "SFTConfig.__init__") if has_config else [],
+    }
+
+
+def check_patched_once(w: dict) -> None:
+    """Every selected row exactly once (no double wrap, none missing); argument translation outermost."""
+    assert "sft_trainer.arguments" in w["trainer_expected"], w
+    for kind in ("trainer", "config"):
+        chain = w[kind]
+        assert len(chain) == len(set(chain)), f"{kind} double-wrapped: {chain}"
+        assert sorted(chain) == w[f"{kind}_expected"], f"{kind}: {chain} != {w[kind + '_expected']}"
+    assert w["trainer"][0] == "sft_trainer.arguments", w["trainer"]
+
+
+def check_unpatched(w: dict) -> None:
+    assert w["trainer"] == [] and w["config"] == [], w
+
+
 _FIXTURES = {}
 
 
@@ -134,8 +172,9 @@ def legacy_call(trainer_cls, output_dir, max_len=8):
 
 def native_call(output_dir, max_len=8):
     """The installed release's own spelling (whatever it is), without trlshim's help."""
-    import helpers
     import inspect
+
+    import helpers
     from trl.trainer.sft_trainer import SFTTrainer
 
     params = inspect.signature(SFTTrainer.__init__).parameters

@@ -9,6 +9,15 @@ The fused linear cross-entropy only where the release computes its loss from the
 ``labels`` path and needs no logits (``OWN_LOSS_PATHS``): one fused head, never two, and TRL's
 logged ``mean_token_accuracy``/``entropy`` stay correct.
 
+RoPE: transformers' attention forwards call the module-level ``apply_rotary_pos_emb`` of their
+modeling module, so one row per model-type module (``ROPE_MODEL_TYPES``) wraps that function. The
+wrapper sends a call to ``trlshim_kernels`` only while a routed model's attention forward runs
+(``apply_to_model(rope=True)`` marks those forwards with ``trlshim_kernels.rope_scope``, a
+``contextvars`` flag) and its tensors are CUDA (CPU only under ``TRITON_INTERPRET=1`` with the test
+switch ``TRLSHIM_KERNELS_ON_CPU=1``); every other call - other models in the process, shapes the
+kernel does not handle - reaches the original function unchanged. ``TRLSHIM_KERNELS_ROPE=0`` leaves
+RoPE to transformers while routing the other kernels.
+
 Liger: when the user asked for it (``use_liger_kernel``/``use_liger``) and Liger is installed,
 trlshim routes nothing. When Liger is missing, trlshim turns the option off before TRL sees it
 (TRL/transformers would raise ImportError) and routes its own kernels, with one log line.
@@ -18,6 +27,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import sys
 import weakref
 
 from packaging.specifiers import SpecifierSet
@@ -36,10 +46,12 @@ OWN_LOSS_PATHS = (
     (">=0.15,<1.4", "TRL 0.15-1.3 compute mean_token_accuracy from the logits"),
 )
 LIGER_OPTIONS = ("use_liger_kernel", "use_liger")
+ROPE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
+_OFF = {"0", "false", "no", "off"}
 
 
 def _enabled(args) -> bool:
-    if os.environ.get("TRLSHIM_KERNELS", "").strip().lower() in {"0", "false", "no", "off"}:
+    if os.environ.get("TRLSHIM_KERNELS", "").strip().lower() in _OFF:
         return False
     return sft_config.shim_options(args).get("use_trlshim_kernels") is not False
 
@@ -85,7 +97,8 @@ def _route(trainer, liger_replaced: bool):
     if mtype not in trlshim_kernels.supported_model_types():
         return report.decided(f"kernels.type.{mtype}", f"trlshim: kernels not routed (model type {mtype!r})")
     why_not_ce = own_loss_path()
-    handle = trlshim_kernels.apply_to_model(model, rope=False, fused_linear_cross_entropy=why_not_ce is None)
+    rope = os.environ.get("TRLSHIM_KERNELS_ROPE", "").strip().lower() not in _OFF
+    handle = trlshim_kernels.apply_to_model(model, rope=rope, fused_linear_cross_entropy=why_not_ce is None)
     undo = weakref.WeakMethod(handle.undo)  # unpatch undoes it; a dropped trainer's model is not kept alive
     hooks.at_undo(lambda: undo() and undo()())
     trainer._trlshim_kernels = handle
@@ -117,6 +130,29 @@ def _sft_trainer_init(wrapped, instance, args, kwargs):
         _route(instance, liger_replaced)
     return result
 
+
+def _cpu_allowed(kernels) -> bool:
+    return (os.environ.get("TRLSHIM_KERNELS_ON_CPU", "").strip().lower() not in _OFF | {""}
+            and kernels._common.INTERPRET)
+
+
+def _rope_wrapper(wrapped, instance, args, kwargs):
+    """``apply_rotary_pos_emb``: our kernel inside a routed model's attention forward, else the original."""
+    kernels = sys.modules.get("trlshim_kernels")  # not imported: no model can be routed
+    if kernels is None or not kernels.rope_active():
+        return wrapped(*args, **kwargs)
+    q = args[0] if args else kwargs.get("q")
+    if not (getattr(q, "is_cuda", False) or (getattr(q, "device", None) is not None and _cpu_allowed(kernels))):
+        return wrapped(*args, **kwargs)
+    return kernels.route_rotary(wrapped, args, kwargs)
+
+
+for _mtype in ROPE_MODEL_TYPES:
+    row(
+        f"kernel_routing.rope.{_mtype}", f"transformers.models.{_mtype}.modeling_{_mtype}", "apply_rotary_pos_emb",
+        ">=0.7", "RoPE of routed models through trlshim_kernels.apply_rotary (other calls unchanged)",
+        wrapper=_rope_wrapper, optional=True,
+    )
 
 row(
     "kernel_routing.sft_trainer", "trl.trainer.sft_trainer", "SFTTrainer.__init__", ">=0.7",

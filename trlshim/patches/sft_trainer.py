@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import inspect
 
 from packaging.specifiers import SpecifierSet

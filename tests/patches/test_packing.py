@@ -1,0 +1,120 @@
+"""Packing strategies, padding-free batching and auto padding-free, checked by what is fed."""
+from __future__ import annotations
+
+import helpers
+import pytest
+from packaging.version import Version
+from trlshim import report
+from trlshim.versions import trl_version
+
+TRL = trl_version()
+IGNORE = -100
+
+
+# TRL 0.19-0.22's own padding-free rows keep an all-ones attention mask and do not mask the first
+# label of each example (their collator's behaviour, which trlshim leaves alone).
+OWN_FLAT_ROWS = Version("0.19") <= TRL < Version("0.23")
+
+
+def _padding_free_calls(rec):
+    def flat(c):
+        mask = c.get("attention_mask")
+        no_mask = mask is None or (OWN_FLAT_ROWS and bool(mask.all()))
+        return "position_ids" in c and c["input_ids"].shape[0] == 1 and no_mask
+
+    return [c for c in rec.calls if flat(c)]
+
+
+@pytest.mark.parametrize("strategy", [None, "bfd", "ffd", "wrapped", "bfd_split", "bfd-requeue"])
+def test_packing_with_any_strategy_name(tmp_path, strategy):
+    tok = helpers.make_tokenizer()
+    cfg = {} if strategy is None else {"packing_strategy": strategy}
+    if strategy in ("bfd_split", "bfd-requeue") and Version("0.19") <= TRL < Version("0.29"):
+        with pytest.raises(ValueError, match="no equivalent"):  # the release packs only by truncating or wrapping
+            helpers.run_sft(tmp_path, helpers.text_dataset(24), packing=True, max_length=32, train=False, **cfg)
+        return
+    rec, trainer = helpers.run_sft(tmp_path, helpers.text_dataset(24), tokenizer=tok, packing=True, max_length=32,
+                                   **cfg)
+    fed = helpers.fed_examples(rec)
+    for call in rec.calls:
+        if "position_ids" in call:  # padding-free packing: examples kept apart by position_ids
+            assert len(fed) > 4 * len(rec.calls)
+        else:  # concatenate-and-chunk: full rows of max length
+            assert call["input_ids"].shape[1] == 32
+    assert max(len(ids) for ids, _ in fed) <= 32
+    if hasattr(trainer.train_dataset, "__len__"):
+        assert len(trainer.train_dataset) < 24  # fewer rows than examples: rows hold several examples
+    if strategy is not None and TRL < Version("0.19"):
+        assert any("packing_strategy" in m for m in report.applied())
+
+
+def test_unknown_strategy_is_an_error(tmp_path):
+    with pytest.raises((ValueError, TypeError), match="strategy|packing"):
+        helpers.run_sft(tmp_path, helpers.text_dataset(8), packing=True, max_length=32, packing_strategy="nope",
+                        train=False)
+
+
+def test_padding_free_without_packing(tmp_path):
+    tok = helpers.make_tokenizer()
+    rec, _ = helpers.run_sft(tmp_path, helpers.text_dataset(8), tokenizer=tok, padding_free=True, max_length=8)
+    calls = _padding_free_calls(rec)
+    assert calls and len(calls) == len(rec.calls)  # flattened rows, no attention mask
+    for call in calls:
+        ids, pos, labels = call["input_ids"][0], call["position_ids"][0], call["labels"][0]
+        assert tok.pad_token_id not in ids.tolist()  # no padding
+        starts = (pos == 0).nonzero().flatten().tolist()
+        assert len(starts) == 4  # the 4 examples of the batch
+        if not OWN_FLAT_ROWS:
+            assert all(labels[s].item() == IGNORE for s in starts)
+    # max_length still honoured (TRL >= 1.0 refuses padding_free + max_length; trlshim truncates in the collator)
+    assert max(len(ids) for ids, _ in helpers.fed_examples(rec)) == 8
+
+
+def _run_with_losses(tmp_path, ds, **cfg):
+    model = helpers.make_model()
+    losses = []
+    handle = model.register_forward_hook(lambda m, a, out: losses.append(float(out.loss)) if m.training else None)
+    rec, _ = helpers.run_sft(tmp_path, ds, model=model, steps=2, max_length=16, **cfg)
+    handle.remove()
+    return rec, losses
+
+
+def test_auto_padding_free_keeps_the_loss(tmp_path):
+    """Auto padding-free is on where safe; then the loss equals the padded run's (fp32)."""
+    ds = helpers.text_dataset(16)
+    on_rec, on = _run_with_losses(tmp_path / "a", ds, auto_padding_free=None)
+    decisions = [m for m in report.applied() if "auto padding-free" in m]
+    assert len(decisions) == 1
+    print(decisions[0])
+    off_rec, off = _run_with_losses(tmp_path / "b", ds, auto_padding_free=False)
+    assert not _padding_free_calls(off_rec)
+    if "auto padding-free on" in decisions[0]:
+        assert _padding_free_calls(on_rec)
+        assert max(len(ids) for ids, _ in helpers.fed_examples(on_rec)) <= 16
+    else:
+        assert not _padding_free_calls(on_rec)  # stays off, with a logged reason
+        assert ":" in decisions[0]
+    assert len(on) == len(off) == 2
+    assert on == pytest.approx(off, abs=1e-5)
+
+
+def test_auto_padding_free_turned_off_by_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRLSHIM_AUTO_PADDING_FREE", "0")
+    rec, _ = helpers.run_sft(tmp_path, helpers.text_dataset(8), max_length=16, auto_padding_free=None)
+    assert not _padding_free_calls(rec)
+    assert any("TRLSHIM_AUTO_PADDING_FREE" in m for m in report.applied())
+
+
+def test_auto_padding_free_not_with_user_collator(tmp_path):
+    from transformers import DataCollatorForLanguageModeling
+
+    tok = helpers.make_tokenizer()
+    inner = DataCollatorForLanguageModeling(tokenizer=tok, mlm=False)
+
+    def collator(features):  # the user's collator: pads input_ids, labels from input_ids
+        return inner([{"input_ids": f["input_ids"]} for f in features])
+
+    rec, _ = helpers.run_sft(tmp_path, helpers.text_dataset(8), tokenizer=tok, max_length=16, auto_padding_free=None,
+                             data_collator=collator, dataset_text_field="text")
+    assert not _padding_free_calls(rec)
+    assert any("auto padding-free off" in m for m in report.applied())

@@ -1,0 +1,232 @@
+"""Packing strategies, padding-free batching, and automatic padding-free.
+
+- ``packing_strategy`` appeared in TRL 0.19 (``ffd``/``wrapped``; ``bfd`` 0.20; ``bfd-requeue``
+  0.29; ``bfd_split`` 1.0; spellings mapped in translate.py). On TRL < 0.19 the option is
+  accepted, checked, and the release's own packing is used (concatenate and chunk), reported.
+- ``padding_free`` appeared in TRL 0.16 (DataCollatorWithFlattening). On TRL < 0.16 trlshim
+  supplies a flattening collator: one row, ``position_ids`` restarting per example, the first
+  label of each example -100, no padding.
+- TRL >= 1.0 raises for ``padding_free=True`` without packing when ``max_length`` is set (the
+  length is not enforced). trlshim passes ``max_length=None`` and truncates each example in
+  the collator instead, so the cap still holds.
+- TRL 0.19-0.22 send packed rows without position_ids unless the attention is flash: trlshim
+  turns their collator's ``return_position_ids`` on, so each example keeps its own positions.
+- Auto padding-free: when the user asked for neither packing nor padding-free, trlshim turns
+  padding-free on where it is safe (the attention handles packed rows: flash attention, or
+  SDPA/eager with transformers' block-diagonal mask from position_ids; the Trainer counts loss
+  tokens on shifted labels, so the loss is unchanged; no processor, vision model or images,
+  user collator, encoder-decoder or known-bad model type). Decided before TRL sees the
+  arguments and logged once with the reason. ``SFTConfig(auto_padding_free=False)`` or
+  ``TRLSHIM_AUTO_PADDING_FREE=0`` turn it off.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+
+from .. import report
+from ..registry import row
+from ..translate import STRATEGY_SPELLINGS, installed_label
+from . import sft_config
+from ._sft_call import IGNORE, Call, column_names, trl_in
+
+sft_config.EMULATED.setdefault("packing_strategy", None)
+sft_config.EMULATED.setdefault("padding_free", False)
+
+# Model types whose attention breaks on packed rows (sliding-window/soft-capping hybrids, and
+# multimodal models whose forward builds its own masks).
+BLOCKED_MODEL_TYPES = {
+    "gemma2", "gemma3", "gemma3_text", "gemma3n", "cohere2", "mllama", "llava", "paligemma", "qwen2_vl",
+    "qwen2_5_vl", "idefics3", "llama4", "mistral3", "t5", "bart",
+}
+IMAGE_COLUMNS = ("image", "images")
+FLASH = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn", "kernels-community/flash-attn3")
+
+
+class FlatteningCollator:
+    """Padding-free batches for TRL < 0.16: all examples in one row with per-example position_ids."""
+
+    _trlshim_padding_free = True
+
+    def __call__(self, features):
+        import torch
+
+        ids, labels, pos = [], [], []
+        for f in features:
+            seq = list(f["input_ids"])
+            lab = list(f["labels"]) if f.get("labels") is not None else list(seq)
+            lab[0] = IGNORE
+            ids += seq
+            labels += lab
+            pos += list(range(len(seq)))
+        return {
+            "input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]), "position_ids": torch.tensor([pos]),
+        }
+
+
+class TruncatingCollator:
+    """Cuts every per-token field of each example to ``max_length`` before the inner collator."""
+
+    def __init__(self, inner, max_length, keep_end=False):
+        self.inner, self.max_length, self.keep_end = inner, max_length, keep_end
+
+    def __call__(self, features):
+        out = []
+        for f in features:
+            n = len(f["input_ids"])
+            if n > self.max_length:
+                cut = slice(n - self.max_length, None) if self.keep_end else slice(0, self.max_length)
+                f = {k: (v[cut] if isinstance(v, (list, tuple)) and len(v) == n else v) for k, v in f.items()}
+            out.append(f)
+        return self.inner(out)
+
+    def __getattr__(self, name):  # padding_free, pad_token_id, ... of the inner collator
+        return getattr(self.__dict__["inner"], name)
+
+
+def _off(value) -> bool:
+    return str(value).strip().lower() in {"0", "false", "no", "off"}
+
+
+def _base_model(model):
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def _counts_shifted_labels() -> bool:
+    """Whether the Trainer counts loss tokens on ``labels[..., 1:]`` (else padding-free changes the loss)."""
+    from transformers import Trainer
+
+    fn = getattr(Trainer, "_get_num_items_in_batch", None)
+    try:
+        return fn is not None and "1:]" in inspect.getsource(fn)
+    except (OSError, TypeError):
+        return False
+
+
+def _builds_packed_mask(model) -> bool:
+    """SDPA/eager: the model builds its mask with transformers' packed-sequence detection."""
+    try:
+        from transformers import masking_utils
+    except ImportError:
+        return False
+    if not hasattr(masking_utils, "find_packed_sequence_indices"):
+        return False
+    module = sys.modules.get(type(_base_model(model)).__module__)
+    return module is not None and hasattr(module, "create_causal_mask")
+
+
+def auto_padding_free(call: Call):
+    """(on, reason), or None when the user chose packing or padding-free themselves."""
+    if call.get("packing") or call.get("padding_free"):
+        return None
+    if call.shim("auto_padding_free") is False:
+        return False, "turned off by SFTConfig(auto_padding_free=False)"
+    if _off(os.environ.get("TRLSHIM_AUTO_PADDING_FREE", "1")):
+        return False, "turned off by TRLSHIM_AUTO_PADDING_FREE=0"
+    if call.kwargs.get("data_collator") is not None:
+        return False, "a data collator was passed"
+    from transformers import PreTrainedTokenizerBase
+
+    tok = call.kwargs.get("processing_class", call.kwargs.get("tokenizer"))
+    if tok is not None and not isinstance(tok, PreTrainedTokenizerBase):
+        return False, "processing_class is a processor, not a tokenizer"
+    model = call.kwargs.get("model")
+    if model is None or isinstance(model, str):
+        return False, "the model is loaded by TRL (its attention is not known beforehand)"
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        return False, "encoder-decoder model"
+    if getattr(config, "vision_config", None) is not None:
+        return False, "vision-language model"
+    if getattr(config, "model_type", None) in BLOCKED_MODEL_TYPES:
+        return False, f"model type {config.model_type!r} is known to break with packed rows"
+    if any(c in column_names(call.kwargs.get("train_dataset")) for c in IMAGE_COLUMNS):
+        return False, "the dataset has image columns"
+    if (getattr(call.args, "per_device_train_batch_size", 8) or 8) <= 1:
+        return False, "per_device_train_batch_size=1 (nothing to unpad)"
+    attn = getattr(config, "_attn_implementation", None) or "eager"
+    if attn not in FLASH and not _builds_packed_mask(model):
+        return False, f"attn_implementation={attn!r} and this transformers builds no block-diagonal mask from position_ids"
+    if not _counts_shifted_labels():
+        return False, "this transformers' Trainer counts loss tokens on unshifted labels (the loss would change)"
+    return True, f"attn_implementation={attn!r} handles packed rows and the loss is unchanged"
+
+
+def _packing(wrapped, instance, args, kwargs):
+    call = Call(wrapped, kwargs)
+    # packing_strategy on releases without it
+    if not call.has("packing_strategy"):
+        strategy = call.get("packing_strategy")
+        if strategy is not None:
+            if strategy not in STRATEGY_SPELLINGS:
+                raise ValueError(
+                    f"packing_strategy={strategy!r} is not a TRL packing strategy (one of "
+                    f"{', '.join(repr(s) for s in STRATEGY_SPELLINGS)})"
+                )
+            if call.get("packing"):
+                report.decided(
+                    f"packing.strategy.{strategy}",
+                    f"trlshim: packing_strategy={strategy!r}: {installed_label()} has one packing (concatenate and "
+                    "chunk to max length, as 'wrapped'); used instead",
+                )
+    decision = auto_padding_free(call)
+    if decision is not None:
+        on, reason = decision
+        report.decided("packing.auto_padding_free", f"trlshim: auto padding-free {'on' if on else 'off'}: {reason}")
+        if on:
+            call.set("padding_free", True)
+    # padding_free on releases without it
+    if not call.has("padding_free") and call.get("padding_free"):
+        collator = call.kwargs.get("data_collator")
+        if collator is not None and not isinstance(collator, _label_collator_types()):
+            raise ValueError(
+                f"Passing a custom data collator is not supported with padding_free=True ({installed_label()}: trlshim "
+                "emulates padding-free with its own collator)"
+            )
+        call.kwargs["data_collator"] = FlatteningCollator()
+        report.decided(
+            "packing.padding_free",
+            f"trlshim: padding_free=True emulated on {installed_label()} (flattened rows with position_ids)",
+        )
+    # TRL >= 1.0 refuses padding_free without packing when max_length is set
+    cap = None
+    if (call.has("padding_free") and trl_in(">=1.0") and call.get("padding_free") and not call.get("packing")
+            and call.get("max_length") is not None):
+        cap = call.get("max_length"), call.get("truncation_mode") == "keep_end"
+        call.set("max_length", None)
+        report.decided(
+            "packing.padding_free_cap",
+            f"trlshim: padding_free without packing: max_length={cap[0]} enforced by truncating each example in the "
+            f"collator ({installed_label()} refuses the combination)",
+        )
+    result = call.call()
+    if instance is not None:
+        collator = getattr(instance, "data_collator", None)
+        if getattr(collator, "padding_free", False) and getattr(collator, "return_position_ids", True) is False:
+            # TRL 0.19-0.22 send position_ids only to flash attention: the packed row is then one long
+            # sequence. Per-example position_ids keep each example's positions (as TRL >= 0.23 does).
+            collator.return_position_ids = True
+            report.decided(
+                "packing.position_ids",
+                f"trlshim: padding-free rows get per-example position_ids ({installed_label()} sends them only "
+                "with flash attention)",
+            )
+        if cap is not None:
+            instance.data_collator = TruncatingCollator(instance.data_collator, cap[0], keep_end=cap[1])
+    return result
+
+
+def _label_collator_types():
+    from transformers import DataCollatorForSeq2Seq
+
+    return (DataCollatorForSeq2Seq,)
+
+
+row(
+    "packing.options", "trl.trainer.sft_trainer", "SFTTrainer.__init__", ">=0.7",
+    "packing_strategy and padding_free on every release; padding-free with max_length on TRL >= 1.0; "
+    "automatic padding-free where safe",
+    wrapper=_packing,
+)
