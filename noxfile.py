@@ -88,3 +88,23 @@ def wrapt_majors(session, trl, spec):
     session.chdir(session.create_tmp())  # import the installed package, not the checkout
     session.run("pytest", "-q", *[str(ROOT / t) for t in CORE_TESTS], "-p", "no:cacheprovider",
                 "--rootdir", str(ROOT), *session.posargs, env=TEST_ENV)
+
+
+# Releases whose sdist ships tests/test_sft_trainer.py and builds with `pip download` (0.12.2's
+# setup.py fails in pip's metadata step; the sdists of 0.26 and later ship no tests).
+TRANSPARENCY_RELEASES = ["0.13.0", "0.20.0", "0.23.1"]
+
+
+@nox.session(python="3.11")
+@nox.parametrize("trl", TRANSPARENCY_RELEASES)
+def transparency(session, trl):
+    """TRL's own SFT tests (from the release's sdist) give the same outcomes without and with trlshim."""
+    install(session, trl, "wrapt", "parameterized", "pip")
+    tmp = Path(session.create_tmp()).resolve()
+    session.run("python", "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", f"trl=={trl}",
+                "-d", str(tmp))
+    session.run("python", "-c", f"import tarfile; tarfile.open({str(tmp / f'trl-{trl}.tar.gz')!r}).extractall({str(tmp)!r})")
+    env = dict(TEST_ENV, TRLSHIM_TRL_TESTS=str(tmp / f"trl-{trl}"), TRLSHIM_HUB=str(tmp / "hub"))
+    session.chdir(tmp)
+    session.run("pytest", "-q", "-s", str(ROOT / "tests" / "reliability" / "test_transparency.py"), "-p",
+                "no:cacheprovider", "--rootdir", str(ROOT), *session.posargs, env=env)

@@ -73,7 +73,9 @@ def _patch_now() -> None:
 
     with _lock:
         _remove_finder()
-        hooks.apply_all(registry.selected(versions.trl_version()))
+    # Not under _lock: apply_all may wait for another thread's import of a target module, and that
+    # import ends in _TrlLoader.exec_module -> here (holding _lock while waiting would deadlock).
+    hooks.apply_all(registry.selected(versions.trl_version()))
 
 
 def patch() -> None:

@@ -31,7 +31,7 @@ KNOWN_BAD = (
 )
 
 
-@functools.lru_cache(maxsize=None)  # reading metadata costs ~1.5 ms, and each trainer build asks
+@functools.cache  # reading metadata costs ~1.5 ms, and each trainer build asks
 def installed(package: str) -> Optional[Version]:
     """The installed version of ``package``, or None when it is not installed (read once per process)."""
     try:

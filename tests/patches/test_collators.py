@@ -4,6 +4,7 @@ from __future__ import annotations
 import helpers
 import pytest
 from packaging.version import Version
+
 from trlshim.versions import trl_version
 
 TRL = trl_version()
@@ -114,3 +115,20 @@ def test_refuses_packing(tmp_path):
     with pytest.raises(ValueError, match="packing"):
         helpers.run_sft(tmp_path, Dataset.from_list(rows), tokenizer=tok, data_collator=collator, packing=True,
                         dataset_text_field="text", max_length=32, train=False)
+
+
+def test_unpatch_removes_the_injected_collator():
+    import trl
+    import trl.trainer.utils
+
+    import trlshim
+
+    if TRL < Version("0.20"):
+        pytest.skip("TRL < 0.20 has its own DataCollatorForCompletionOnlyLM")
+    assert hasattr(trl.trainer.utils, "DataCollatorForCompletionOnlyLM")
+    trlshim.unpatch()
+    try:
+        assert "DataCollatorForCompletionOnlyLM" not in vars(trl.trainer.utils)
+    finally:
+        trlshim.patch()
+    assert hasattr(trl.trainer.utils, "DataCollatorForCompletionOnlyLM")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import helpers
 import pytest
 from packaging.version import Version
+
 from trlshim.versions import trl_version
 
 TRL = trl_version()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import helpers
 import pytest
 from packaging.version import Version
+
 from trlshim import report
 from trlshim.versions import trl_version
 
@@ -79,10 +80,17 @@ def _run_with_losses(tmp_path, ds, **cfg):
     return rec, losses
 
 
+def test_auto_padding_free_off_by_default_without_flash_attention(tmp_path):
+    """The tiny model uses eager attention: padding-free would need a (slower) block-diagonal mask."""
+    rec, _ = _run_with_losses(tmp_path, helpers.text_dataset(8), auto_padding_free=None)
+    assert not _padding_free_calls(rec)
+    assert any("auto padding-free off" in m and "variable-length" in m for m in report.applied())
+
+
 def test_auto_padding_free_keeps_the_loss(tmp_path):
-    """Auto padding-free is on where safe; then the loss equals the padded run's (fp32)."""
+    """Asked for (auto_padding_free=True), it is on where safe; then the loss equals the padded run's (fp32)."""
     ds = helpers.text_dataset(16)
-    on_rec, on = _run_with_losses(tmp_path / "a", ds, auto_padding_free=None)
+    on_rec, on = _run_with_losses(tmp_path / "a", ds, auto_padding_free=True)
     decisions = [m for m in report.applied() if "auto padding-free" in m]
     assert len(decisions) == 1
     print(decisions[0])

@@ -88,7 +88,10 @@ def build_models(hub: str) -> None:
         if os.path.exists(os.path.join(snap, "config.json")):
             continue
         torch.manual_seed(0)
-        cfg = _config(arch, vocab=len(tok) + 8)
+        try:
+            cfg = _config(arch, vocab=len(tok) + 8)
+        except AttributeError:  # an architecture this transformers lacks: tests needing it fail both ways
+            continue
         cfg.pad_token_id = tok.pad_token_id
         cfg.eos_token_id = tok.eos_token_id
         model = AutoModelForCausalLM.from_config(cfg)

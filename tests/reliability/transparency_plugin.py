@@ -30,5 +30,18 @@ def _redirect_load_dataset():
     datasets.load_dataset = load_dataset
 
 
+def _cpu_bf16():
+    """TRL's tests run on GPUs, where TRL >= 0.19's default ``bf16=True`` is valid. On CPU, stock
+    TRL then refuses every config (and trlshim would pass ``bf16=False``): report bf16 as available
+    (torch runs bf16 on CPU), so both runs see the same environment."""
+    import transformers.training_args as ta
+    import transformers.utils as tu
+
+    for module in (tu, ta):
+        if hasattr(module, "is_torch_bf16_gpu_available"):
+            module.is_torch_bf16_gpu_available = lambda *a, **k: True
+
+
 def pytest_configure(config):
     _redirect_load_dataset()
+    _cpu_bf16()

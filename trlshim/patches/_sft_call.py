@@ -18,7 +18,6 @@ from ..translate import spellings
 from ..versions import release, trl_version
 from . import sft_config
 
-
 IGNORE = -100  # the label that carries no loss
 
 
@@ -32,11 +31,11 @@ class Call:
     """The keyword arguments of one ``SFTTrainer.__init__`` call, for the semantics rows."""
 
     def __init__(self, wrapped, kwargs: dict):
-        from .sft_trainer import installed_config_class
+        from .sft_trainer import installed_config_class, parameters
 
         self.wrapped = wrapped
         self.kwargs = dict(kwargs)
-        self.params = tuple(inspect.signature(wrapped).parameters)
+        self.params = parameters(wrapped)
         self._copied = False
         self.config_cls = installed_config_class()
         self.legacy = self.config_cls is sft_config.legacy_config_class()  # TRL < 0.9: options are kwargs

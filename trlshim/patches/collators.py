@@ -25,11 +25,10 @@ NAME = "DataCollatorForCompletionOnlyLM"
 KEEP = ("input_ids", "attention_mask")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def completion_only_collator_class():
     """TRL 0.19's DataCollatorForCompletionOnlyLM, reading only ``input_ids`` from each example."""
     import numpy as np
-    import torch
     from transformers import DataCollatorForLanguageModeling
 
     class DataCollatorForCompletionOnlyLM(DataCollatorForLanguageModeling):
@@ -56,6 +55,7 @@ def completion_only_collator_class():
                     "for multi-turn training, it can result in the model continuously generating questions and "
                     "answers without eos token. To avoid this, set the pad_token_id to a different value.",
                     UserWarning,
+                    stacklevel=2,
                 )
             self.ignore_index = ignore_index
             self.padding_free = padding_free
@@ -66,6 +66,7 @@ def completion_only_collator_class():
                 "This instance will be ignored in loss calculation. Note, if this happens often, consider "
                 "increasing the `max_length`.",
                 UserWarning,
+                stacklevel=2,
             )
 
         def torch_call(self, examples):

@@ -137,6 +137,8 @@ def _conversational(call: Call):
     if field and field in example:
         return  # the user named a text column: it is what they train on
     tokenizer = tokenizer_of(call.kwargs)
+    if tokenizer is None:
+        return  # TRL loads the tokenizer from the model name and formats the data itself, as stock
 
     def render(d):
         if not is_hf_dataset(d):

@@ -12,10 +12,11 @@
 - TRL 0.19-0.22 send packed rows without position_ids unless the attention is flash: trlshim
   turns their collator's ``return_position_ids`` on, so each example keeps its own positions.
 - Auto padding-free: when the user asked for neither packing nor padding-free, trlshim turns
-  padding-free on where it is safe (the attention handles packed rows: flash attention, or
-  SDPA/eager with transformers' block-diagonal mask from position_ids; the Trainer counts loss
-  tokens on shifted labels, so the loss is unchanged; no processor, vision model or images,
-  user collator, encoder-decoder or known-bad model type). Decided before TRL sees the
+  padding-free on where it is safe and faster: flash attention (variable-length kernels), the
+  Trainer counting loss tokens on shifted labels (so the loss is unchanged), and no processor,
+  vision model or images, user collator, encoder-decoder or known-bad model type. With SDPA or
+  eager attention it is safe through transformers' block-diagonal mask but slower than padding,
+  so it is on there only with ``SFTConfig(auto_padding_free=True)``. Decided before TRL sees the
   arguments and logged once with the reason. ``SFTConfig(auto_padding_free=False)`` or
   ``TRLSHIM_AUTO_PADDING_FREE=0`` turn it off.
 """
@@ -147,6 +148,11 @@ def auto_padding_free(call: Call):
     if (getattr(call.args, "per_device_train_batch_size", 8) or 8) <= 1:
         return False, "per_device_train_batch_size=1 (nothing to unpad)"
     attn = getattr(config, "_attn_implementation", None) or "eager"
+    if attn not in FLASH and call.shim("auto_padding_free") is not True:
+        # Correct through a block-diagonal mask, but slower than padding (measured on an H100: SDPA
+        # with that mask ran at 0.63x; benchmarks/results.md), so only on request.
+        return False, (f"attn_implementation={attn!r} has no variable-length kernel (a block-diagonal mask is slower "
+                       "than padding); on with flash attention, or with SFTConfig(auto_padding_free=True)")
     if attn not in FLASH and not _builds_packed_mask(model):
         return False, f"attn_implementation={attn!r} and this transformers builds no block-diagonal mask from position_ids"
     if not _counts_shifted_labels():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import weakref
 
 from packaging.specifiers import SpecifierSet
 
@@ -46,9 +47,22 @@ LATER_DEFAULTS = (("<0.12", "dataset_text_field", "text"),)
 DEFAULT_OUTPUT_DIR = ((">=0.15", "{model_name}-SFT"), ("<0.15", "tmp_trainer"))
 
 
+_SIGNATURES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def parameters(func) -> tuple:
-    """Parameter names of ``func`` (bound: without ``self``)."""
-    return tuple(inspect.signature(func).parameters)
+    """Parameter names of ``func`` (bound: without ``self``), cached per underlying function:
+    every trainer build binds through several wrapper layers."""
+    target = getattr(func, "__func__", func)
+    try:
+        names = _SIGNATURES[target]
+    except (KeyError, TypeError):
+        names = tuple(inspect.signature(target).parameters)
+        try:
+            _SIGNATURES[target] = names
+        except TypeError:
+            pass
+    return names[1:] if target is not func and names else names
 
 
 def installed_config_class():
