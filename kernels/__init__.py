@@ -18,8 +18,17 @@ TRITON_INTERPRET=1) every function runs its plain-torch reference.
 """
 from ._common import HAS_TRITON
 from .cross_entropy import fused_linear_cross_entropy
-from .models import (KernelHandle, apply_to_model, last_stats, rope_active, rope_scope, route_rotary, routed_rotary,
-                     supported_model_types, unwrap_model)
+from .models import (
+    KernelHandle,
+    apply_to_model,
+    last_stats,
+    rope_active,
+    rope_scope,
+    route_rotary,
+    routed_rotary,
+    supported_model_types,
+    unwrap_model,
+)
 from .reference import CEStats
 from .rms_norm import rms_norm
 from .rope import apply_rotary, rotary_supported

@@ -30,7 +30,7 @@ def sentence(rng, n_min=4, n_max=14) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(n_min, n_max)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tokenizer_json() -> str:
     return tokenizer_json(sentences(400, 0, WORDS))
 

@@ -7,6 +7,7 @@ import math
 
 import helpers
 import pytest
+
 import trlshim
 from trlshim import report
 
@@ -69,7 +70,6 @@ def test_routed_rope_keeps_the_loss_and_leaves_other_models_alone(tmp_path, toke
     import importlib
 
     import torch
-
     import trlshim_kernels.models as KM
 
     modeling = importlib.import_module("transformers.models.llama.modeling_llama")

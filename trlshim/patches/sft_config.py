@@ -128,7 +128,7 @@ def build_config_class(base, name="SFTConfig", fields=()):
     return cls
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def legacy_config_class():
     """SFTConfig for TRL < 0.9: TrainingArguments plus the SFT fields of TRL 0.9."""
     from transformers import TrainingArguments

@@ -47,7 +47,7 @@ LATER_DEFAULTS = (("<0.12", "dataset_text_field", "text"),)
 DEFAULT_OUTPUT_DIR = ((">=0.15", "{model_name}-SFT"), ("<0.15", "tmp_trainer"))
 
 
-_SIGNATURES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_SIGNATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def parameters(func) -> tuple:
