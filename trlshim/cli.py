@@ -147,7 +147,7 @@ def demo(args) -> int:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             run(tmp)
-    print("translations applied:")
+    print("translations applied (and decisions logged):")
     for msg in report.applied():
         print("  -", msg)
     if not report.applied():
