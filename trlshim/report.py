@@ -30,27 +30,28 @@ def strict() -> bool:
     return os.environ.get("TRLSHIM_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _first_time(key: str, message: str) -> bool:
+    """Record ``message`` under ``key`` and log it; False when ``key`` was reported already."""
+    with _lock:
+        if key in _seen:
+            return False
+        _seen.add(key)
+        _applied.append(message)
+    logger.info(message)
+    return True
+
+
 def translated(key: str, message: str) -> None:
     """Announce one translation (``key`` identifies it, ``message`` says what and why)."""
     if strict():
         raise TranslationError(f"{message} (TRLSHIM_STRICT=1 forbids translations; use the installed spelling)")
-    with _lock:
-        if key in _seen:
-            return
-        _seen.add(key)
-        _applied.append(message)
-    logger.info(message)
-    warnings.warn(message, TranslationWarning, stacklevel=4)
+    if _first_time(key, message):
+        warnings.warn(message, TranslationWarning, stacklevel=4)
 
 
 def decided(key: str, message: str) -> None:
     """Announce a decision that is not a translation of the user's arguments (logged once, no warning)."""
-    with _lock:
-        if key in _seen:
-            return
-        _seen.add(key)
-        _applied.append(message)
-    logger.info(message)
+    _first_time(key, message)
 
 
 def applied() -> list:

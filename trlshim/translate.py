@@ -156,6 +156,19 @@ def packing_strategy_value(value):
     return value
 
 
+def unplaceable(name: str, owner: str, valid) -> None:
+    """An argument the installed ``owner`` has no place for: a no-op is dropped (reported), a removed
+    option or an unknown name is a TypeError naming it, the installed TRL and the closest valid name."""
+    if name in NO_OPS:
+        report.translated(f"{owner}.{name}", f"trlshim: dropped {owner}({name}=...): {NO_OPS[name]}")
+    elif name in REMOVED:
+        raise TypeError(f"{owner}(): {name!r} was removed in {installed_label()}: {REMOVED[name]}")
+    else:
+        raise TypeError(
+            f"{owner}() got an unexpected keyword argument {name!r} ({installed_label()}){closest(name, valid)}"
+        )
+
+
 def init_fields(cls) -> set:
     """Names a dataclass config accepts in its constructor."""
     return {f.name for f in dataclasses.fields(cls) if f.init}
@@ -181,14 +194,8 @@ def config_kwargs(cls, kwargs: dict, emulated=()) -> tuple:
             native[target] = value
         elif name in emulated:
             extra[name] = value
-        elif name in NO_OPS:
-            report.translated(f"{cls.__name__}.{name}", f"trlshim: dropped {name}= ({NO_OPS[name]})")
-        elif name in REMOVED:
-            raise TypeError(f"{where}: {name!r} was removed in {installed_label()}: {REMOVED[name]}")
         else:
-            raise TypeError(
-                f"{where} got an unexpected keyword argument {name!r} ({installed_label()}){closest(name, fields)}"
-            )
+            unplaceable(name, cls.__name__, fields)
     if "packing_strategy" in native:
         native["packing_strategy"] = packing_strategy_value(native["packing_strategy"])
     return native, extra

@@ -23,15 +23,13 @@ from packaging.specifiers import SpecifierSet
 from .. import report
 from ..registry import row
 from ..translate import (
-    NO_OPS,
-    REMOVED,
     SFT_OPTIONS,
     check_spelling_conflicts,
-    closest,
     installed_label,
     packing_strategy_value,
     rename,
     same_value,
+    unplaceable,
 )
 from ..versions import release, trl_version
 from . import sft_config
@@ -137,15 +135,8 @@ def place(params, config_cls, legacy, kwargs):
                     f"SFTTrainer.{name}", f"trlshim: SFTTrainer({name}=...) -> {target}= ({installed_label()})"
                 )
             trainer_kw[target] = value
-        elif name in NO_OPS:
-            report.translated(f"SFTTrainer.{name}", f"trlshim: dropped SFTTrainer({name}=...): {NO_OPS[name]}")
-        elif name in REMOVED:
-            raise TypeError(f"SFTTrainer(): {name!r} was removed in {installed_label()}: {REMOVED[name]}")
         else:
-            raise TypeError(
-                f"SFTTrainer() got an unexpected keyword argument {name!r} ({installed_label()})"
-                f"{closest(name, set(params) | fields)}"
-            )
+            unplaceable(name, "SFTTrainer", set(params) | fields)
     return trainer_kw, config_kw
 
 
