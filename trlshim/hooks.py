@@ -76,17 +76,36 @@ def _skip(patch, why):
     warnings.warn(msg, PatchSkippedWarning, stacklevel=2)
 
 
-def _apply(patch, module):
+def _prepare(patch, module):
+    """Everything applying ``patch`` needs that may import (lazy module attributes, factories, shape
+    checks): done outside the lock, so an import running in another thread can always finish.
+    Returns ``(owner, name, injected object or None)``, or the reason to skip as a string."""
     owner, name = _resolve_owner(module, patch.attribute)
     if owner is _MISSING:
-        return _skip(patch, f"{patch.module}.{patch.attribute.rsplit('.', 1)[0]} not found")
+        return f"{patch.module}.{patch.attribute.rsplit('.', 1)[0]} not found"
+    if patch.kind == "inject":
+        return owner, name, (patch.factory() if _own(owner, name) is _MISSING else None)
+    own = _own(owner, name)
+    target = own if own is not _MISSING else getattr(owner, name, _MISSING)
+    if target is _MISSING:
+        return f"{patch.module}.{patch.attribute} not found"
+    if patch.expects is not None and patch.name not in _wrapped_names(target):
+        why = patch.expects(target)
+        if why:
+            return why
+    return owner, name, None
+
+
+def _commit(patch, owner, name, obj):
+    """Apply ``patch`` (under the lock; imports nothing except in a rare re-injection race)."""
     if patch.kind == "inject":
         current = _own(owner, name)
         if current is not _MISSING:
             if patch.name in (getattr(current, "__trlshim_injected__", None) or ()):
                 return
             return _skip(patch, f"{patch.module}.{patch.attribute} already exists")
-        obj = patch.factory()
+        if obj is None:  # it existed when prepared and was removed since (an unpatch in between)
+            obj = patch.factory()
         try:  # one object may be injected by several rows (trl.SFTConfig and trl.trainer.SFTConfig)
             obj.__trlshim_injected__ = frozenset(getattr(obj, "__trlshim_injected__", None) or ()) | {patch.name}
         except (AttributeError, TypeError):
@@ -100,10 +119,6 @@ def _apply(patch, module):
         return _skip(patch, f"{patch.module}.{patch.attribute} not found")
     if patch.name in _wrapped_names(target):
         return  # already in place (a second import, a reload, a racing thread)
-    if patch.expects is not None:
-        why = patch.expects(target)
-        if why:
-            return _skip(patch, why)
     new = wrapt.FunctionWrapper(target, patch.wrapper)
     new._self_trlshim_patch = patch.name
     setattr(owner, name, new)
@@ -117,12 +132,22 @@ def _on_import(module):
     module = sys.modules.get(module.__name__, module)
     with _lock:
         _pending.discard(module.__name__)
-        for patch in _active_rows:
-            if patch.module == module.__name__:
-                try:
-                    _apply(patch, module)
-                except Exception as exc:  # never break the user's import
-                    _skip(patch, f"{type(exc).__name__}: {exc}")
+        todo = [p for p in _active_rows if p.module == module.__name__]
+    for patch in todo:
+        try:
+            prepared = _prepare(patch, module)
+        except Exception as exc:  # never break the user's import
+            prepared = f"{type(exc).__name__}: {exc}"
+        with _lock:
+            if patch not in _active_rows:
+                continue  # unpatched meanwhile
+            if isinstance(prepared, str):
+                _skip(patch, prepared)
+                continue
+            try:
+                _commit(patch, *prepared)
+            except Exception as exc:
+                _skip(patch, f"{type(exc).__name__}: {exc}")
 
 
 def _initializing(module) -> bool:

@@ -131,7 +131,7 @@ def build_config_class(base, name="SFTConfig", fields=()):
 @functools.cache
 def legacy_config_class():
     """SFTConfig for TRL < 0.9: TrainingArguments plus the SFT fields of TRL 0.9."""
-    from transformers import TrainingArguments
+    from transformers.training_args import TrainingArguments  # the submodule: waits for a concurrent import
 
     cls = build_config_class(TrainingArguments, fields=LEGACY_FIELDS)
     cls.__doc__ = "trlshim's SFTConfig for TRL < 0.9 (TrainingArguments + the SFT fields of TRL 0.9)."
