@@ -18,3 +18,28 @@ def _fresh_reports():
 
     report.reset()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """accelerate keeps its state (mixed precision included) in process-wide singletons, and
+    transformers' TrainingArguments writes ACCELERATE_MIXED_PRECISION into os.environ: restore both
+    so one test's bf16 run does not decide the precision of the next test's trainer."""
+    import os
+
+    saved = {k: v for k, v in os.environ.items() if k.startswith("ACCELERATE_")}
+    yield
+    for k in [k for k in os.environ if k.startswith("ACCELERATE_")]:
+        del os.environ[k]
+    os.environ.update(saved)
+    try:
+        from accelerate.state import AcceleratorState, PartialState
+    except ImportError:
+        return
+    for cls in (AcceleratorState, PartialState):
+        reset = getattr(cls, "_reset_state", None)
+        if reset is not None:
+            try:
+                reset(True) if cls is AcceleratorState else reset()
+            except TypeError:
+                reset()

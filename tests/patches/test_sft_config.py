@@ -96,7 +96,7 @@ def test_use_liger_spelling(tmp_path):
             _cfg(tmp_path, use_liger=False)
         return
     cfg = _cfg(tmp_path, use_liger=False)
-    name = "use_liger" if "use_liger" in fields else "use_liger_kernel"
+    name = "use_liger_kernel" if "use_liger_kernel" in fields else "use_liger"  # the preferred spelling
     assert getattr(cfg, name) is False
 
 
