@@ -5,6 +5,7 @@ import helpers
 import pytest
 from packaging.version import Version
 
+from trlshim import report
 from trlshim.versions import trl_version
 
 TRL = trl_version()
@@ -108,4 +109,19 @@ def test_emulated_mask_with_packing_is_refused(tmp_path):
         pytest.skip("TRL >= 0.17 packs prompt/completion data with its completion mask")
     with pytest.raises(ValueError, match="packing"):
         helpers.run_sft(tmp_path, Dataset.from_list(helpers.prompt_completion_rows()), packing=True, max_length=32,
-                        train=False)
+                        completion_only_loss=True, train=False)
+
+
+def test_automatic_completion_only_gives_way_to_packing(tmp_path):
+    """Not asked for explicitly, the (TRL >= 0.17) automatic completion-only loss never breaks a call the
+    release runs natively: with packing on < 0.17 the loss covers every token, as the release does."""
+    from datasets import Dataset
+
+    if TRL >= Version("0.17"):
+        pytest.skip("TRL >= 0.17 packs prompt/completion data with its completion mask")
+    tok = helpers.make_tokenizer(helpers.PLAIN_CHAT_TEMPLATE)  # old transformers render no {% generation %}
+    rec, _ = helpers.run_sft(tmp_path, Dataset.from_list(helpers.prompt_completion_rows()), tokenizer=tok,
+                             packing=True, max_length=32)
+    labels = [lab for _, labs in helpers.fed_examples(rec) for lab in labs]
+    assert labels and IGNORE not in labels
+    assert any("not emulated" in m and "packing" in m for m in report.applied())

@@ -154,16 +154,26 @@ def _loss_masks(wrapped, instance, args, kwargs):
         what = "assistant_only_loss=True"
     if mode is None:
         return call.call()
-    if call.kwargs.get("data_collator") is not None:
-        raise ValueError(
-            f"trlshim emulates {what} on {installed_label()} with its own collator; a data_collator was also passed. "
-            "Drop the data_collator, or pass a tokenized dataset with a 'labels' column."
-        )
-    if call.get("packing"):
-        raise ValueError(
-            f"{what} together with packing=True is not available on {installed_label()} (its packer drops the loss "
-            "mask; TRL >= 0.17 / 0.19 packs it). Use packing=False, or upgrade TRL."
-        )
+    conflict = None
+    if tokenizer is None:
+        conflict = "no tokenizer was passed (TRL loads it itself)"
+    elif call.kwargs.get("data_collator") is not None:
+        conflict = ("a data_collator was also passed. Drop the data_collator, or pass a tokenized dataset with a "
+                    "'labels' column")
+    elif call.get("packing"):
+        conflict = ("packing=True is on (its packer drops the loss mask; TRL >= 0.17 / 0.19 packs it). Use "
+                    "packing=False, or upgrade TRL")
+    if conflict is not None:
+        if mode == "completion" and call.get("completion_only_loss") is None:
+            # Only the automatic completion-only loss of TRL >= 0.17 was implied: keep the release's own
+            # behaviour (loss on the whole sequence), say so, and never break a call that works natively.
+            report.decided(
+                "loss_masks.auto_off",
+                f"trlshim: completion-only loss (automatic since TRL 0.17) not emulated on {installed_label()}: "
+                f"{conflict.split('.')[0]}; the loss covers prompt and completion, as this release does",
+            )
+            return call.call()
+        raise ValueError(f"trlshim emulates {what} on {installed_label()}, but {conflict}.")
     max_length = call.get("max_length")
     report.decided(
         f"loss_masks.{mode}",
