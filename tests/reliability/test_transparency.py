@@ -44,6 +44,14 @@ def _env(hub: str, mode: str) -> dict:
     return env
 
 
+# TRL tests that assert a release *refuses* a call which trlshim makes work on purpose (README,
+# "Training semantics"). Only these may change outcome, and only from passed to failed.
+INTENDED = {
+    "test_sft_trainer_uncorrect_data": "asserts TRL <= 0.14 refuses a per-example formatting_func without "
+                                       "packing; trlshim accepts both formatting_func shapes on every release",
+}
+
+
 @pytest.mark.skipif(not TRL_TESTS, reason="set TRLSHIM_TRL_TESTS to an unpacked TRL sdist (nox -s transparency)")
 def test_trl_sft_tests_same_outcome_with_and_without_trlshim(tmp_path):
     hub = os.environ.get("TRLSHIM_HUB") or str(tmp_path / "hub")
@@ -67,4 +75,6 @@ def test_trl_sft_tests_same_outcome_with_and_without_trlshim(tmp_path):
     assert counts["stock"]["passed"] > 0, "the offline stand-ins let nothing pass: the comparison would be vacuous"
     assert set(stock) == set(shim)
     differ = {name: (stock[name], shim[name]) for name in stock if stock[name] != shim[name]}
-    assert differ == {}, differ
+    intended = {n: d for n, d in differ.items() if n.rsplit("::", 1)[-1] in INTENDED and d == ("passed", "failed")}
+    print(f"intended differences: {sorted(intended)}")
+    assert {n: d for n, d in differ.items() if n not in intended} == {}, differ
