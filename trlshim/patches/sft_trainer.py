@@ -153,7 +153,12 @@ def _legacy_fields_to_kwargs(args, params, trainer_kw) -> None:
         target = rename(f.name, params)
         if target is None:
             raise TypeError(f"SFTConfig.{f.name} has no place in {installed_label()}'s SFTTrainer")
-        trainer_kw.setdefault(target, value)
+        if target not in trainer_kw:  # kwargs win over the config, as in TRL 0.9-0.12
+            report.translated(
+                f"SFTConfig->SFTTrainer.{f.name}",
+                f"trlshim: SFTConfig.{f.name} -> SFTTrainer({target}=...) ({installed_label()} has no SFTConfig)",
+            )
+            trainer_kw[target] = value
 
 
 def translate_call(wrapped, args, kwargs):
