@@ -28,8 +28,9 @@ KEEP = ("input_ids", "attention_mask")
 @functools.cache
 def completion_only_collator_class():
     """TRL 0.19's DataCollatorForCompletionOnlyLM, reading only ``input_ids`` from each example."""
+    # From the submodule, not the lazy package: a hook may run while another thread imports transformers.
     import numpy as np
-    from transformers import DataCollatorForLanguageModeling
+    from transformers.data.data_collator import DataCollatorForLanguageModeling
 
     class DataCollatorForCompletionOnlyLM(DataCollatorForLanguageModeling):
         """Completion-only loss: labels are ``ignore_index`` up to the end of the response template
