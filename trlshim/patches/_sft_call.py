@@ -47,9 +47,9 @@ class Call:
 
     def _writable_config(self):
         if self.args is None:
-            from .sft_trainer import _default_output_dir
+            from .sft_trainer import new_config
 
-            self.kwargs["args"] = self.config_cls(output_dir=_default_output_dir(self.kwargs.get("model")))
+            self.kwargs["args"] = new_config(self.config_cls, self.kwargs)
             self._copied = True
         elif not self._copied:
             self.kwargs["args"] = copy.copy(self.args)

@@ -51,10 +51,9 @@ LEGACY_FIELDS = (
 def shim_options(config) -> dict:
     """Options trlshim handles itself that ``config`` carries (fields of our classes or extras)."""
     out = dict(getattr(config, "_trlshim_extra", None) or {})
-    for name in list(SHIM_FIELDS) + list(EMULATED):
-        if name not in out and name in getattr(type(config), "__dataclass_fields__", {}):
-            if getattr(type(config), "_trlshim_owned", {}).get(name):
-                out[name] = getattr(config, name)
+    for name in getattr(type(config), "_trlshim_owned", {}):  # fields of trlshim's own config classes
+        if name not in out and (name in SHIM_FIELDS or name in EMULATED):
+            out[name] = getattr(config, name)
     return out
 
 

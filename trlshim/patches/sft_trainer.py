@@ -178,7 +178,7 @@ def translate_call(wrapped, args, kwargs):
             if "packing_strategy" in config_kw:
                 config_kw["packing_strategy"] = packing_strategy_value(config_kw["packing_strategy"])
             if cfg is None:
-                cfg = _new_config(config_cls, trainer_kw)
+                cfg = new_config(config_cls, trainer_kw)
             else:
                 cfg = copy.copy(cfg)  # never mutate a config the caller may share
             for name, value in config_kw.items():
@@ -213,12 +213,13 @@ def _later_defaults(trainer_kw: dict, config_cls, legacy: bool) -> None:
         if legacy:
             trainer_kw[name] = value
         else:
-            cfg = copy.copy(cfg) if cfg is not None else _new_config(config_cls, trainer_kw)
+            cfg = copy.copy(cfg) if cfg is not None else new_config(config_cls, trainer_kw)
             setattr(cfg, name, value)
             trainer_kw["args"] = cfg
 
 
-def _new_config(config_cls, trainer_kw):
+def new_config(config_cls, trainer_kw):
+    """The config the release would build itself when ``args`` is None (TRL's own output dir)."""
     return config_cls(output_dir=_default_output_dir(trainer_kw.get("model")))
 
 
