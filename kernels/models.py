@@ -201,7 +201,7 @@ def _find(arguments, sig, name):
 
 
 _ROPE_ON = contextvars.ContextVar("trlshim_kernels_rope", default=False)
-_SIGS: Dict[Any, Optional[inspect.Signature]] = {}
+_SIGS: Dict[Any, _RotaryPlan] = {}
 
 
 @contextlib.contextmanager
@@ -223,7 +223,43 @@ def _rotary_kernel(q, k, cos, sin):
     return RotaryFunction.apply(q, k, cos, sin)
 
 
-def _signature(fn):
+_ROPE_NAMES = frozenset(("q", "k", "cos", "sin", "position_ids", "unsqueeze_dim"))
+
+
+class _RotaryPlan:
+    """How ``orig``'s signature binds a call, worked out once per function: the names of its
+    positional parameters in order and its defaults. ``ok`` is False when the signature has names
+    other than HF's ``(q, k, cos, sin, position_ids=None, unsqueeze_dim=1)`` or takes ``*args`` /
+    ``**kwargs``; such functions are never routed."""
+
+    __slots__ = ("ok", "n", "positional", "keywords", "defaults")
+
+    def __init__(self, sig):
+        P = inspect.Parameter
+        params = list(sig.parameters.values()) if sig is not None else []
+        self.ok = (sig is not None and {p.name for p in params} <= _ROPE_NAMES
+                   and all(p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD) for p in params)
+                   and all(n in sig.parameters for n in ("q", "k", "cos", "sin")))
+        self.n = len(params)
+        self.positional = tuple(p.name for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD))
+        self.keywords = frozenset(p.name for p in params if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY))
+        self.defaults = {p.name: p.default for p in params if p.default is not P.empty}
+
+    def bind(self, args, kwargs):
+        """The call's arguments by parameter name, or None where ``orig`` itself would reject them."""
+        if len(args) > len(self.positional):
+            return None
+        a = dict(zip(self.positional, args))
+        for name, value in kwargs.items():
+            if name in a or name not in self.keywords:
+                return None
+            a[name] = value
+        for name, value in self.defaults.items():
+            a.setdefault(name, value)
+        return a if len(a) == self.n else None  # else a required argument is missing
+
+
+def _plan(fn) -> _RotaryPlan:
     try:
         return _SIGS[fn]
     except (KeyError, TypeError):
@@ -232,11 +268,12 @@ def _signature(fn):
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         sig = None
+    plan = _RotaryPlan(sig)
     try:
-        _SIGS[fn] = sig
+        _SIGS[fn] = plan
     except TypeError:
         pass
-    return sig
+    return plan
 
 
 def route_rotary(orig, args, kwargs):
@@ -244,22 +281,15 @@ def route_rotary(orig, args, kwargs):
 
     Our kernel only inside :func:`rope_scope`, when the arguments bind to ``orig``'s signature as
     ``(q, k, cos, sin[, position_ids][, unsqueeze_dim])`` (``position_ids`` is ignored, as transformers
-    ignores it) and the shapes/devices are ones :func:`apply_rotary` handles; else ``orig`` unchanged."""
+    ignores it) and the shapes/devices are ones :func:`apply_rotary` handles; else ``orig`` unchanged.
+    The signature is read once per function (:class:`_RotaryPlan`): this runs once per layer per step."""
     if not _ROPE_ON.get():
         return orig(*args, **kwargs)
-    sig = _signature(orig)
-    if sig is None:
+    plan = _plan(orig)
+    a = plan.bind(args, kwargs) if plan.ok else None
+    if a is None:
         return orig(*args, **kwargs)
-    try:
-        bound = sig.bind(*args, **kwargs)
-    except TypeError:
-        return orig(*args, **kwargs)
-    bound.apply_defaults()
-    a = bound.arguments
-    extra = set(a) - {"q", "k", "cos", "sin", "position_ids", "unsqueeze_dim"}
-    if extra:
-        return orig(*args, **kwargs)
-    q, k, cos, sin = a.get("q"), a.get("k"), a.get("cos"), a.get("sin")
+    q, k, cos, sin = a["q"], a["k"], a["cos"], a["sin"]
     ud = a.get("unsqueeze_dim", 1)
     if not all(hasattr(t, "dim") for t in (q, k, cos, sin)) or not rotary_supported(q, k, cos, sin, ud):
         return orig(*args, **kwargs)

@@ -4,7 +4,9 @@
 output dtype ``promote(w, x)`` as transformers gives. Gemma form (``offset != 0``, e.g. 1.0):
 ``(y * (offset + w)).to(x.dtype)``. Rows are processed in 2-D tiles of ``BLOCK_M`` rows; the
 weight gradient is a two-stage reduction (each program keeps a float32 partial sum over its
-``TPP`` row tiles, then one small ``sum`` over programs) - no atomics. Launch configs come from the
+``TPP`` row tiles, then one small ``sum`` over programs) - no atomics. The Llama form rounds where
+transformers' op-by-op autograd rounds (``g * w`` and ``g * y`` in the output dtype), so bf16
+training follows stock transformers' numbers, not only its formula. Launch configs come from the
 H100 sweep recorded in benchmarks/results.md.
 """
 from __future__ import annotations
@@ -39,7 +41,7 @@ if HAS_TRITON:
 
     @jit
     def _rms_bwd(DY, X, W, RSTD, DX, DWP, N, H, sdy, sx, sdx, offset,
-                 TPP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr):
+                 GEMMA: tl.constexpr, TPP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr):
         # program pid handles the TPP consecutive row tiles starting at pid * TPP
         pid = tl.program_id(0)
         cols = tl.arange(0, BLOCK_H)
@@ -55,11 +57,18 @@ if HAS_TRITON:
             g = tl.load(DY + r64[:, None] * sdy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             rstd = tl.load(RSTD + rows, mask=rmask, other=0.0)
             y = x * rstd[:, None]
-            gw = g * w[None, :]
+            if GEMMA:  # transformers computes this form in float32 throughout
+                gw = g * w[None, :]
+                gy = g * y
+            else:  # w * y.to(x.dtype) is one op in the output dtype: its backward rounds both products
+                gw = g * w[None, :]
+                gw = gw.to(DY.dtype.element_ty).to(tl.float32)
+                gy = g * y.to(X.dtype.element_ty).to(tl.float32)
+                gy = gy.to(DY.dtype.element_ty).to(tl.float32)
             c = tl.sum(gw * y, axis=1) / H
             dx = (gw - y * c[:, None]) * rstd[:, None]
             tl.store(DX + r64[:, None] * sdx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
-            dw += tl.sum(g * y, axis=0)
+            dw += tl.sum(gy, axis=0)
         tl.store(DWP + pid.to(tl.int64) * H + cols, dw, mask=cmask)
 
 
@@ -119,7 +128,7 @@ class RMSNormFunction(torch.autograd.Function):
         grid = max(1, triton.cdiv(N, bm * tpp))
         partial = torch.empty((grid, H), dtype=torch.float32, device=x2.device)
         _rms_bwd[(grid,)](dy2, x2, weight, rstd, dx, partial, N, H, dy2.stride(0), x2.stride(0), dx.stride(0),
-                          ctx.offset, TPP=tpp, BLOCK_M=bm, BLOCK_H=bh, num_warps=warps)
+                          ctx.offset, GEMMA=ctx.offset != 0.0, TPP=tpp, BLOCK_M=bm, BLOCK_H=bh, num_warps=warps)
         dw = partial.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
         return dx.view(ctx.shape), dw, None, None
 

@@ -3,6 +3,8 @@
 ``out = x * cos + rotate_half(x) * sin`` with q ``(B, Hq, T, D)``, k ``(B, Hkv, T, D)`` (any
 strides on B/H/T, unit stride on D) and cos/sin ``(B or 1, T, D)`` as transformers' rotary
 module returns them from ``position_ids`` - so packed rows with per-example positions work.
+Products are rounded to the tensor dtype before they are added, as transformers' op-by-op
+formula (and its autograd backward) rounds them.
 One program per (batch, position) handles every q and k head. Backward is the transposed
 rotation (same kernel, sin halves swapped and negated). cos/sin get no gradient.
 """
@@ -16,6 +18,10 @@ from .reference import rope_ref
 if HAS_TRITON:
 
     @jit
+    def _rnd(x, OUT):
+        return x.to(OUT.dtype.element_ty).to(tl.float32)
+
+    @jit
     def _rot_heads(X, OUT, base_x, base_o, sxh, soh, nh, c1, c2, s1, s2, d, dm,
                    HALF: tl.constexpr, BLOCK_H: tl.constexpr):
         h = tl.arange(0, BLOCK_H)
@@ -24,8 +30,10 @@ if HAS_TRITON:
         po = OUT + base_o + h[:, None].to(tl.int64) * soh + d[None, :]
         x1 = tl.load(px, mask=m, other=0.0).to(tl.float32)
         x2 = tl.load(px + HALF, mask=m, other=0.0).to(tl.float32)
-        o1 = x1 * c1[None, :] - x2 * s1[None, :]
-        o2 = x2 * c2[None, :] + x1 * s2[None, :]
+        # transformers: q * cos + rotate_half(q) * sin, each op rounded to q's dtype; rounding each
+        # (exact in float32) product the same way gives its numbers, not only its formula
+        o1 = _rnd(x1 * c1[None, :], OUT) + _rnd(-(x2 * s1[None, :]), OUT)
+        o2 = _rnd(x2 * c2[None, :], OUT) + _rnd(x1 * s2[None, :], OUT)
         tl.store(po, o1.to(OUT.dtype.element_ty), mask=m)
         tl.store(po + HALF, o2.to(OUT.dtype.element_ty), mask=m)
 

@@ -1,7 +1,9 @@
 """Fused gated activations: SwiGLU ``silu(gate) * up`` and GeGLU ``gelu_tanh(gate) * up``.
 
-One elementwise pass forward (float32 math, one rounding), one pass backward that recomputes
-the activation from the saved ``gate``/``up`` instead of storing ``act(gate)``.
+One elementwise pass forward, one pass backward that recomputes the activation from the saved
+``gate``/``up`` instead of storing ``act(gate)``. Math is float32, rounded to the tensor dtype
+exactly where transformers' ``act_fn(gate) * up`` and its autograd backward round (after the
+activation, after each product), so bf16 runs follow stock numbers, not only the formula.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ if HAS_TRITON:
             act = 0.5 * a * (1.0 + _tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)))
         else:
             act = a / (1.0 + tl.exp(tl.minimum(-a, 80.0)))
+        act = act.to(C.dtype.element_ty).to(tl.float32)  # transformers: act(gate) is its own op
         tl.store(C + offs, (act * b).to(C.dtype.element_ty), mask=m)
 
     @jit
@@ -45,7 +48,10 @@ if HAS_TRITON:
             s = 1.0 / (1.0 + tl.exp(tl.minimum(-a, 80.0)))
             act = a * s
             dact = s * (1.0 + a * (1.0 - s))
-        tl.store(DA + offs, (dc * b * dact).to(DA.dtype.element_ty), mask=m)
+        # rounded where transformers' autograd rounds: act(gate), d act = dc * up, then d gate
+        act = act.to(DB.dtype.element_ty).to(tl.float32)
+        g_act = (dc * b).to(DA.dtype.element_ty).to(tl.float32)
+        tl.store(DA + offs, (g_act * dact).to(DA.dtype.element_ty), mask=m)
         tl.store(DB + offs, (dc * act).to(DB.dtype.element_ty), mask=m)
         if STORE_C:  # recomputed forward output (may alias DC: same element, read above)
             tl.store(C + offs, (act * b).to(C.dtype.element_ty), mask=m)

@@ -114,16 +114,20 @@ def test_guards():
 
 
 def test_convergence_cpu():
-    # 12 steps of a 1-layer model on CPU (the interpreter costs ~30 ms a launch); the 32-step bf16
-    # check on the 1B shape is in benchmarks/bench_gpu.py.
-    ids, labels = batch(B=2, T=8, seed=3)
+    """Issue 4 item 8 on CPU: 32 bf16 steps of a tiny model, kernels on vs off, losses within 1e-2 at
+    every step. The kernels run in Triton's interpreter, which truncates float32 -> bf16 where the GPU
+    rounds to nearest: the margin here (0.0091 max with torch 2.13/triton 3.7; 0.0118 before the
+    kernels rounded where transformers rounds) is smaller than on the GPU (benchmarks/results.md)."""
+    ids, labels = batch(B=2, T=16, seed=3)
     losses = []
     for use in (False, True):
-        model = tiny(seed=7, num_hidden_layers=1)
+        model = tiny(seed=7, num_hidden_layers=1).to(torch.bfloat16)
         h = apply_to_model(model) if use else None
+        if use:
+            assert set(h.applied) >= {"rms_norm", "swiglu", "fused_linear_cross_entropy"}
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
         run = []
-        for _ in range(12):
+        for _ in range(32):
             loss = model(input_ids=ids, labels=labels).loss
             loss.backward()
             opt.step()
@@ -133,7 +137,8 @@ def test_convergence_cpu():
         if h:
             h.undo()
     stock, ours = losses
-    assert stock[-1] < stock[0] - 0.5  # it actually trains
+    assert stock[-1] < stock[0] - 3  # it actually trains (6.2 -> 0.4)
+    assert stock != ours  # the kernels really ran (bf16 rounding differs somewhere)
     assert max(abs(a - b) for a, b in zip(stock, ours)) < 1e-2
 
 
@@ -172,3 +177,29 @@ def test_rope_router_scoped_to_patched_model(model_type, monkeypatch):
     assert not KM.rope_active()
     h.undo()
     assert "forward" not in model.model.layers[0].self_attn.__dict__
+
+
+def test_rope_router_binds_by_signature(monkeypatch):
+    """route_rotary binds each call to the routed function's own signature (read once): keyword and
+    positional spellings are routed alike; calls the original would reject reach it and raise its error."""
+    import trlshim_kernels.models as KM
+
+    def apply_rotary_pos_emb(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
+        return "orig"
+
+    calls = []
+    monkeypatch.setattr(KM, "_rotary_kernel", lambda *a: calls.append(a) or "ours")
+    f = KM.routed_rotary(apply_rotary_pos_emb)
+    q, k = torch.randn(2, 4, 5, 16), torch.randn(2, 2, 5, 16)
+    cos, sin = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    assert f(q, k, cos, sin) == "orig"  # outside the scope
+    with KM.rope_scope():
+        for args, kw in [((q, k, cos, sin), {}), ((q, k), dict(sin=sin, cos=cos)), ((q, k, cos, sin, None, 1), {}),
+                         ((), dict(q=q, k=k, cos=cos, sin=sin, unsqueeze_dim=1))]:
+            assert f(*args, **kw) == "ours"
+            assert calls.pop()[2] is cos and not calls  # cos bound by name, wherever it was passed
+        assert f(q, k, cos, sin, unsqueeze_dim=2) == "orig"  # a layout our kernel does not take
+        for args, kw in [((q, k, cos), {}), ((q, k, cos, sin), dict(bogus=1)), ((q, k, cos, sin), dict(q=q))]:
+            with pytest.raises(TypeError):
+                f(*args, **kw)
+    assert not calls
