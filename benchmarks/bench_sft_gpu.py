@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-B, T, STEPS = 4, 2048, 8
+B, T, STEPS = 4, 2048, 16
 VARIANTS = ("stock", "liger", "ours")
 # "ours": trlshim with TRLSHIM_AUTO_PADDING_FREE=0 (the kernels alone, same batches as stock);
 # "ours_pf": trlshim with its automatic padding-free batching on (its default);
@@ -108,11 +108,14 @@ def run_variant(variant: str, small: bool) -> dict:
     out = trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     steady = (len(stamps) - 3) * b * t / (stamps[-1] - stamps[2]) if len(stamps) > 3 else float("nan")
+    dts = sorted(y - x for x, y in zip(stamps[2:], stamps[3:]))
+    median = b * t / dts[len(dts) // 2] if dts else float("nan")
     handle = getattr(trainer, "_trlshim_kernels", None)
     return {
         "variant": variant, "trl": trl.__version__,
         "tok_s": (steps + 2) * b * t / out.metrics["train_runtime"],  # as peers_gpu.py counts it
         "steady_tok_s": steady,
+        "median_step_tok_s": median,
         "peak_GiB": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
         "losses": losses,
         "kernels": dict(handle.applied) if handle is not None else None,
@@ -155,7 +158,8 @@ def main():
         if "error" in r:
             print(f"{v:6s} ERROR {r['error'][-300:]}")
         else:
-            print(f"{v:11s} {r['tok_s']:10.0f} tok/s  steady {r['steady_tok_s']:10.0f}  peak {r['peak_GiB']:.2f} GiB  "
+            print(f"{v:11s} {r['tok_s']:10.0f} tok/s  steady {r['steady_tok_s']:10.0f}  median step "
+                  f"{r.get('median_step_tok_s', float('nan')):10.0f}  peak {r['peak_GiB']:.2f} GiB  "
                   f"loss0 {r['losses'][0] if r['losses'] else float('nan'):.4f}  kernels {r['kernels']} pf {r.get('padding_free')}")
 
 
