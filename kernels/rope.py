@@ -76,7 +76,8 @@ def _launch(q, k, cos, sin, backward):
     _rope_kernel[(B * T,)](q, k, qo, ko, cos, sin, T, Hq, Hk,
                            *q.stride()[:3], *k.stride()[:3], *qo.stride()[:3], *ko.stride()[:3], scb, cos.stride(1),
                            BACKWARD=backward, HALF=half, BLOCK_D=next_pow2(half),
-                           BLOCK_HQ=next_pow2(Hq), BLOCK_HK=next_pow2(Hk), num_warps=warps)
+                           BLOCK_HQ=next_pow2(Hq), BLOCK_HK=next_pow2(Hk), num_warps=warps,
+                           enable_fp_fusion=False)  # else LLVM fuses a product into the add (one rounding, not two)
     return qo, ko
 
 
