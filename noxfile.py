@@ -23,8 +23,10 @@ RELEASES = [
 ]
 NEWEST = RELEASES[-1]
 # Releases whose session installs triton: the newest runs the kernel suite (Triton's interpreter);
-# 0.13.0 exercises kernel routing with trlshim's fused cross-entropy (TRL < 0.15 loss path).
-WITH_TRITON = {NEWEST, "0.13.0"}
+# the others exercise kernel routing with trlshim's fused cross-entropy on each loss/metrics path:
+# 0.13.0 (no metrics), 0.15.2 (flat metrics, use_liger), 0.23.1 (entropy), 0.26.2 (outputs.token_accuracy),
+# 1.10.0 (loss_type 'nll' vs TRL's own chunked head).
+WITH_TRITON = {NEWEST, "0.13.0", "0.15.2", "0.23.1", "0.26.2", "1.10.0"}
 TORCH = "torch==2.13.0+cpu"
 TRITON = "triton==3.7.1"
 TEST_ENV = {

@@ -8,8 +8,9 @@ transformers), records every original and ``handle.undo()`` puts each one back (
 * SwiGLU/GeGLU: each ``*MLP`` module with ``gate_proj/up_proj/down_proj`` gets
   ``down_proj(glu(gate_proj(x), up_proj(x)))``; the projections are called as submodules, so
   LoRA-wrapped projections keep working.
-* Fused linear cross-entropy: the causal LM's ``forward`` is wrapped. Without ``labels`` it is the
-  original forward, untouched. With ``labels`` it runs the original forward with ``labels=None``
+* Fused linear cross-entropy: the causal LM's ``forward`` is wrapped. Without ``labels``, or in
+  eval mode (``model.eval()``: evaluation and prediction may need the logits), it is the original
+  forward, untouched. With ``labels`` it runs the original forward with ``labels=None``
   while the ``lm_head`` call is intercepted (its input is captured and a zero-width tensor is
   returned, so no full logits are made), then computes the loss with
   :func:`fused_linear_cross_entropy` from the captured hidden states and ``lm_head.weight``,
@@ -276,6 +277,13 @@ def _plan(fn) -> _RotaryPlan:
     return plan
 
 
+def bind_rotary(orig, args, kwargs) -> Optional[Dict[str, Any]]:
+    """The arguments of a call ``orig(*args, **kwargs)`` by parameter name (``q``, ``k``, ``cos``, ``sin``,
+    ...), bound through ``orig``'s own signature; None when it is not HF's signature or does not bind."""
+    plan = _plan(orig)
+    return plan.bind(args, kwargs) if plan.ok else None
+
+
 def route_rotary(orig, args, kwargs):
     """Call HF ``apply_rotary_pos_emb`` ``orig(*args, **kwargs)``, or our kernel in its place.
 
@@ -285,8 +293,7 @@ def route_rotary(orig, args, kwargs):
     The signature is read once per function (:class:`_RotaryPlan`): this runs once per layer per step."""
     if not _ROPE_ON.get():
         return orig(*args, **kwargs)
-    plan = _plan(orig)
-    a = plan.bind(args, kwargs) if plan.ok else None
+    a = bind_rotary(orig, args, kwargs)
     if a is None:
         return orig(*args, **kwargs)
     q, k, cos, sin = a["q"], a["k"], a["cos"], a["sin"]
@@ -332,8 +339,8 @@ def _ce_forward(lm, orig, handle, softcap):
         except TypeError:
             return orig(*args, **kwargs)
         labels = bound.arguments.get("labels")
-        if labels is None or type(head) is not nn.Linear or "labels" not in sig.parameters:
-            return orig(*args, **kwargs)
+        if labels is None or not lm.training or type(head) is not nn.Linear or "labels" not in sig.parameters:
+            return orig(*args, **kwargs)  # eval/predict keeps its logits (compute_metrics may need them)
         num_items = _find(bound.arguments, sig, "num_items_in_batch")
         shift_labels = _find(bound.arguments, sig, "shift_labels")
         ignore_index = _find(bound.arguments, sig, "ignore_index")

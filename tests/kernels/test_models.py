@@ -203,3 +203,19 @@ def test_rope_router_binds_by_signature(monkeypatch):
             with pytest.raises(TypeError):
                 f(*args, **kw)
     assert not calls
+
+
+def test_fused_head_only_in_training():
+    """In eval mode (evaluation, prediction: compute_metrics may need them) the logits are kept."""
+    model = tiny()
+    ids, labels = batch()
+    with torch.no_grad():
+        ref = model.eval()(input_ids=ids, labels=labels)
+    h = apply_to_model(model)
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=labels)
+        assert out.logits is not None and abs(out.loss.item() - ref.loss.item()) < 1e-6
+        model.train()
+        fused = model(input_ids=ids, labels=labels)
+    assert fused.logits is None and abs(fused.loss.item() - ref.loss.item()) < 1e-4
+    h.undo()

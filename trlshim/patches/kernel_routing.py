@@ -5,9 +5,19 @@ CUDA only: on CPU the model stays as it is. Off with ``TRLSHIM_KERNELS=0`` or
 ``trlshim.SFTConfig(use_trlshim_kernels=False)``.
 
 Which kernels: the layer kernels (RMSNorm, SwiGLU/GeGLU) wherever the model type is supported.
-The fused linear cross-entropy only where the release computes its loss from the model's own
-``labels`` path and needs no logits (``OWN_LOSS_PATHS``): one fused head, never two, and TRL's
-logged ``mean_token_accuracy``/``entropy`` stay correct.
+The fused linear cross-entropy wherever the loss is the plain next-token NLL computed from the
+model's own ``labels`` path and TRL has no fused head of its own (``fused_ce_blocker``: not on TRL
+>= 1.15, not with ``loss_type='chunked_nll'`` - the 1.7-1.14 default - nor other loss types, custom
+loss functions or label smoothing): one fused head, never two. It runs in training only; evaluation
+keeps its logits.
+
+TRL 0.15-1.14 log ``mean_token_accuracy`` (and ``entropy`` from 0.22) from the logits. While our
+head runs, ``SFTTrainer.compute_loss`` is wrapped (``METRIC_PATHS``): TRL's own "no logits" switch
+(the Liger option) is set for that call, so TRL skips its logits code, and the metrics are logged
+from the kernel's counters in the release's format (from 0.26 TRL reads ``outputs.token_accuracy``,
+which the routed forward provides). Accuracy is exact; entropy is the mean over tokens that carry a
+label, as TRL's own fused and chunked heads define it (TRL's logits path averages over every
+attended position).
 
 RoPE: transformers' attention forwards call the module-level ``apply_rotary_pos_emb`` of their
 modeling module, so one row per model-type module (``ROPE_MODEL_TYPES``) wraps that function. The
@@ -25,10 +35,13 @@ trlshim routes nothing. When Liger is missing, trlshim turns the option off befo
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
+import inspect
 import os
 import sys
 import weakref
+from collections.abc import Mapping
 
 from packaging.specifiers import SpecifierSet
 
@@ -38,12 +51,15 @@ from ..translate import installed_label
 from ..versions import release, trl_version
 from . import sft_config
 
-# TRL's own loss paths that need the logits or fuse the LM head themselves: ours then routes only
-# the layer kernels. (TRL range, why.)
-OWN_LOSS_PATHS = (
-    (">=1.15", "TRL >= 1.15 computes the loss with its own fused LM head"),
-    (">=1.4,<1.15", "TRL 1.4-1.14 may patch the LM head itself (loss_type='chunked_nll')"),
-    (">=0.15,<1.4", "TRL 0.15-1.3 compute mean_token_accuracy from the logits"),
+# Releases with a fused LM head of their own: ours is never routed there. (TRL range, why.)
+OWN_FUSED_HEAD = ((">=1.15", "TRL >= 1.15 computes the loss with its own fused LM head"),)
+# How a release logs its logits-based metrics while our fused head runs: (TRL range, the option that
+# makes its compute_loss skip the logits code, whether trlshim logs mean_token_accuracy, entropy).
+METRIC_PATHS = (
+    (">=0.15,<0.16", "use_liger", True, False),
+    (">=0.16,<0.22", "use_liger_kernel", True, False),
+    (">=0.22,<0.26", "use_liger_kernel", True, True),
+    (">=0.26,<1.15", "use_liger_kernel", False, True),  # accuracy: TRL reads outputs.token_accuracy
 )
 LIGER_OPTIONS = ("use_liger_kernel", "use_liger")
 ROPE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
@@ -71,13 +87,105 @@ def _on_cuda(model) -> bool:
         return False
 
 
-def own_loss_path():
-    """Why the installed release's loss path excludes our fused cross-entropy (None: it does not)."""
+def _in(spec) -> bool:
     v = trl_version()
-    for spec, why in OWN_LOSS_PATHS:
-        if v is not None and SpecifierSet(spec).contains(release(v), prereleases=True):
+    return v is not None and SpecifierSet(spec).contains(release(v), prereleases=True)
+
+
+def fused_ce_blocker(trainer):
+    """Why our fused cross-entropy must not replace this trainer's loss (None: it may)."""
+    for spec, why in OWN_FUSED_HEAD:
+        if _in(spec):
             return why
+    loss_type = getattr(getattr(trainer, "args", None), "loss_type", None)
+    if loss_type == "chunked_nll":
+        return "loss_type='chunked_nll': TRL patches the LM head itself"
+    if loss_type not in (None, "nll"):
+        return f"loss_type={loss_type!r}: TRL computes that loss from the logits"
+    if getattr(trainer, "compute_loss_func", None) is not None or getattr(trainer, "label_smoother", None) is not None:
+        return "a custom loss function or label smoothing reads the logits"
     return None
+
+
+def metric_path():
+    """``(switch, log accuracy, log entropy)`` for the installed release, or None where TRL logs no
+    logits-based metric (< 0.15) or routes no fused head of ours (>= 1.15)."""
+    for spec, *path in METRIC_PATHS:
+        if _in(spec):
+            return tuple(path)
+    return None
+
+
+def _liger_style_forward(forward, handle):
+    """TRL 0.26-1.14 pass Liger's forward options while its "no logits" switch is on: take them here
+    (the model under the fused head has no such parameters) and answer ``return_token_accuracy``."""
+
+    @functools.wraps(forward)  # transformers reads the forward's signature to pick dataset columns
+    def routed_forward(*args, **kwargs):
+        want_accuracy = kwargs.pop("return_token_accuracy", None)
+        if kwargs.pop("use_token_scaling", None):  # only loss_type='dft' asks for it, and dft is never routed
+            raise RuntimeError("trlshim: token scaling (loss_type='dft') reached the fused cross-entropy")
+        kwargs.pop("skip_logits", None)  # the fused head makes no logits in training anyway
+        out = forward(*args, **kwargs)
+        stats = getattr(out, "kernel_stats", None)
+        if want_accuracy and stats is not None:  # a key, not only an attribute: accelerate rebuilds outputs
+            out["token_accuracy"] = stats.n_correct.float() / stats.n_tokens.clamp_min(1)
+        return out
+
+    return routed_forward
+
+
+def _setting(cfg, name, value):
+    try:
+        setattr(cfg, name, value)
+    except Exception:  # a frozen dataclass
+        object.__setattr__(cfg, name, value)
+
+
+def _log_metrics(trainer, stats, log_accuracy, log_entropy):
+    acc = trainer.accelerator
+    store = trainer._metrics
+    flat = not isinstance(store.get("train"), dict)  # TRL 0.15: one dict for train and eval
+    if flat and not acc.is_main_process:
+        return
+    store = store if flat else store["train"]
+    n_tokens = acc.gather_for_metrics(stats.n_tokens.reshape(1)).sum()
+    if log_accuracy:
+        correct = acc.gather_for_metrics(stats.n_correct.reshape(1)).sum()
+        store["mean_token_accuracy"].append((correct / n_tokens).item() if n_tokens > 0 else 0.0)
+    if log_entropy:
+        total = acc.gather_for_metrics(stats.entropy_sum.reshape(1)).sum()
+        store["entropy"].append((total / n_tokens).item() if n_tokens > 0 else 0.0)
+
+
+def _compute_loss(wrapped, instance, args, kwargs):
+    """``SFTTrainer.compute_loss`` (TRL 0.15-1.14) while our fused head runs: TRL's metrics from its counters."""
+    handle = getattr(instance, "_trlshim_kernels", None)
+    path = metric_path()
+    if (path is None or handle is None or not handle.active or "fused_linear_cross_entropy" not in handle.applied
+            or not getattr(instance.model, "training", False)):
+        return wrapped(*args, **kwargs)
+    try:
+        inputs = inspect.signature(wrapped).bind(*args, **kwargs).arguments.get("inputs")
+    except TypeError:
+        return wrapped(*args, **kwargs)  # TRL raises its own error
+    if not isinstance(inputs, Mapping) or "labels" not in inputs:
+        return wrapped(*args, **kwargs)
+    switch, log_accuracy, log_entropy = path
+    cfg = instance.args
+    before = getattr(cfg, switch, None)
+    handle.last_stats = None
+    _setting(cfg, switch, True)
+    try:
+        result = wrapped(*args, **kwargs)
+    finally:
+        _setting(cfg, switch, before)
+    if handle.last_stats is None:
+        report.decided("kernels.metrics", "trlshim: this step's forward did not reach the fused head; "
+                       "mean_token_accuracy/entropy are not logged for it")
+    else:
+        _log_metrics(instance, handle.last_stats, log_accuracy, log_entropy)
+    return result
 
 
 def _route(trainer, liger_replaced: bool):
@@ -96,9 +204,11 @@ def _route(trainer, liger_replaced: bool):
     mtype = getattr(getattr(lm, "config", None), "model_type", None)
     if mtype not in trlshim_kernels.supported_model_types():
         return report.decided(f"kernels.type.{mtype}", f"trlshim: kernels not routed (model type {mtype!r})")
-    why_not_ce = own_loss_path()
+    why_not_ce = fused_ce_blocker(trainer)
     rope = os.environ.get("TRLSHIM_KERNELS_ROPE", "").strip().lower() not in _OFF
     handle = trlshim_kernels.apply_to_model(model, rope=rope, fused_linear_cross_entropy=why_not_ce is None)
+    if "fused_linear_cross_entropy" in handle.applied and metric_path() is not None:
+        handle._set(lm, "forward", _liger_style_forward(lm.forward, handle))
     undo = weakref.WeakMethod(handle.undo)  # unpatch undoes it; a dropped trainer's model is not kept alive
     hooks.at_undo(lambda: undo() and undo()())
     trainer._trlshim_kernels = handle
@@ -141,7 +251,8 @@ def _rope_wrapper(wrapped, instance, args, kwargs):
     kernels = sys.modules.get("trlshim_kernels")  # not imported: no model can be routed
     if kernels is None or not kernels.rope_active():
         return wrapped(*args, **kwargs)
-    q = args[0] if args else kwargs.get("q")
+    bound = kernels.bind_rotary(wrapped, args, kwargs)
+    q = bound.get("q") if bound else None
     if not (getattr(q, "is_cuda", False) or (getattr(q, "device", None) is not None and _cpu_allowed(kernels))):
         return wrapped(*args, **kwargs)
     return kernels.route_rotary(wrapped, args, kwargs)
@@ -153,6 +264,12 @@ for _mtype in ROPE_MODEL_TYPES:
         ">=0.7", "RoPE of routed models through trlshim_kernels.apply_rotary (other calls unchanged)",
         wrapper=_rope_wrapper, optional=True,
     )
+
+row(
+    "kernel_routing.metrics", "trl.trainer.sft_trainer", "SFTTrainer.compute_loss", ">=0.15,<1.15",
+    "log TRL's mean_token_accuracy/entropy from the fused head's counters (TRL computes them from logits)",
+    wrapper=_compute_loss,
+)
 
 row(
     "kernel_routing.sft_trainer", "trl.trainer.sft_trainer", "SFTTrainer.__init__", ">=0.7",
