@@ -79,9 +79,10 @@ def run_variant(variant: str, small: bool) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     model = LlamaForCausalLM(model_cfg(small)).to(torch.bfloat16)
+    extra = {"loss_type": os.environ["BENCH_LOSS_TYPE"]} if os.environ.get("BENCH_LOSS_TYPE") else {}
     cfg = trl.SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=b, max_steps=steps + 2,
                         logging_steps=1, report_to=[], bf16=cuda, use_liger_kernel=variant == "liger",
-                        max_length=t, save_strategy="no", learning_rate=1e-5, dataloader_num_workers=0)
+                        max_length=t, save_strategy="no", learning_rate=1e-5, dataloader_num_workers=0, **extra)
     pf = getattr(cfg, "padding_free", None)
     stamps = []
 
@@ -107,6 +108,7 @@ def run_variant(variant: str, small: bool) -> dict:
     trainer = trl.SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tk, callbacks=[Clock()])
     out = trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    logged = {k: [e.get(k) for e in trainer.state.log_history if "loss" in e] for k in ("mean_token_accuracy", "entropy")}
     steady = (len(stamps) - 3) * b * t / (stamps[-1] - stamps[2]) if len(stamps) > 3 else float("nan")
     dts = sorted(y - x for x, y in zip(stamps[2:], stamps[3:]))
     median = b * t / dts[len(dts) // 2] if dts else float("nan")
@@ -118,6 +120,8 @@ def run_variant(variant: str, small: bool) -> dict:
         "median_step_tok_s": median,
         "peak_GiB": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
         "losses": losses,
+        "logged": logged,
+        "loss_type": getattr(trainer.args, "loss_type", None),
         "kernels": dict(handle.applied) if handle is not None else None,
         "padding_free": [pf, getattr(trainer.args, "padding_free", None)],
         "device": torch.cuda.get_device_name() if cuda else "cpu",
