@@ -426,6 +426,9 @@ def apply_to_model(model: nn.Module, *, rms_norm: bool = True, rope: bool = Fals
         head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
         if head is None:
             handle.skipped["fused_linear_cross_entropy"] = "model has no output embeddings (lm_head)"
+        elif type(head) is not nn.Linear:
+            handle.skipped["fused_linear_cross_entropy"] = (
+                f"lm_head is a {type(head).__name__}, not a plain Linear (a PEFT adapter or modules_to_save)")
         else:
             softcap = getattr(cfg, "final_logit_softcapping", None)
             handle._set(lm, "forward", _ce_forward(lm, lm.forward, handle, softcap))

@@ -219,3 +219,16 @@ def test_fused_head_only_in_training():
         fused = model(input_ids=ids, labels=labels)
     assert fused.logits is None and abs(fused.loss.item() - ref.loss.item()) < 1e-4
     h.undo()
+
+
+def test_fused_head_skipped_for_wrapped_lm_head():
+    """A wrapped lm_head (PEFT adapter, modules_to_save) cannot be fused: skipped with the reason, logits kept."""
+    model = tiny()
+    head = model.lm_head
+    model.lm_head = torch.nn.Sequential(head)  # stands in for a wrapper module around the Linear
+    h = apply_to_model(model)
+    assert "fused_linear_cross_entropy" not in h.applied
+    assert "not a plain Linear" in h.skipped["fused_linear_cross_entropy"]
+    ids, labels = batch()
+    assert model(input_ids=ids, labels=labels).logits is not None
+    h.undo()

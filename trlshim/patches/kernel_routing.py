@@ -213,6 +213,7 @@ def _route(trainer, liger_replaced: bool):
     hooks.at_undo(lambda: undo() and undo()())
     trainer._trlshim_kernels = handle
     parts = ", ".join(f"{k} x{n}" for k, n in handle.applied.items())
+    why_not_ce = why_not_ce or handle.skipped.get("fused_linear_cross_entropy")
     note = f"; fused cross-entropy left to TRL: {why_not_ce}" if why_not_ce else ""
     via = " instead of Liger (not installed)" if liger_replaced else ""
     report.decided(f"kernels.{mtype}", f"trlshim: Triton kernels routed{via} into {mtype}: {parts}{note}")
