@@ -21,7 +21,6 @@ from .cross_entropy import fused_linear_cross_entropy
 from .models import (
     KernelHandle,
     apply_to_model,
-    bind_rotary,
     last_stats,
     rope_active,
     rope_scope,
@@ -36,7 +35,7 @@ from .rope import apply_rotary, rotary_supported
 from .swiglu import geglu, glu_mlp, swiglu
 
 __all__ = [
-    "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "bind_rotary", "apply_to_model", "fused_linear_cross_entropy",
+    "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "apply_to_model", "fused_linear_cross_entropy",
     "geglu", "glu_mlp", "last_stats", "rms_norm", "rope_active", "rope_scope", "rotary_supported", "route_rotary",
     "routed_rotary", "supported_model_types", "swiglu", "unwrap_model",
 ]

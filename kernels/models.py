@@ -277,28 +277,31 @@ def _plan(fn) -> _RotaryPlan:
     return plan
 
 
-def bind_rotary(orig, args, kwargs) -> Optional[Dict[str, Any]]:
+def _bind_rotary(orig, args, kwargs) -> Optional[Dict[str, Any]]:
     """The arguments of a call ``orig(*args, **kwargs)`` by parameter name (``q``, ``k``, ``cos``, ``sin``,
     ...), bound through ``orig``'s own signature; None when it is not HF's signature or does not bind."""
     plan = _plan(orig)
     return plan.bind(args, kwargs) if plan.ok else None
 
 
-def route_rotary(orig, args, kwargs):
+def route_rotary(orig, args, kwargs, cpu: bool = True):
     """Call HF ``apply_rotary_pos_emb`` ``orig(*args, **kwargs)``, or our kernel in its place.
 
     Our kernel only inside :func:`rope_scope`, when the arguments bind to ``orig``'s signature as
     ``(q, k, cos, sin[, position_ids][, unsqueeze_dim])`` (``position_ids`` is ignored, as transformers
     ignores it) and the shapes/devices are ones :func:`apply_rotary` handles; else ``orig`` unchanged.
-    The signature is read once per function (:class:`_RotaryPlan`): this runs once per layer per step."""
+    The signature is read once per function (:class:`_RotaryPlan`): this runs once per layer per step.
+    ``cpu=False`` keeps CPU tensors on ``orig`` even under Triton's interpreter."""
     if not _ROPE_ON.get():
         return orig(*args, **kwargs)
-    a = bind_rotary(orig, args, kwargs)
+    a = _bind_rotary(orig, args, kwargs)
     if a is None:
         return orig(*args, **kwargs)
     q, k, cos, sin = a["q"], a["k"], a["cos"], a["sin"]
     ud = a.get("unsqueeze_dim", 1)
-    if not all(hasattr(t, "dim") for t in (q, k, cos, sin)) or not rotary_supported(q, k, cos, sin, ud):
+    if not all(hasattr(t, "dim") for t in (q, k, cos, sin)) or not (cpu or q.is_cuda):
+        return orig(*args, **kwargs)
+    if not rotary_supported(q, k, cos, sin, ud):
         return orig(*args, **kwargs)
     return _rotary_kernel(q, k, cos, sin)
 

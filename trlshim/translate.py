@@ -11,10 +11,8 @@ import difflib
 import numbers
 from typing import Optional
 
-from packaging.specifiers import SpecifierSet
-
 from . import report
-from .versions import release, trl_version
+from .versions import trl_in, trl_version
 
 # Spellings of one option, newest first. The first spelling the installed target accepts wins.
 SPELLINGS = (
@@ -135,11 +133,10 @@ def rename(name: str, accepted) -> Optional[str]:
 
 def packing_strategy_value(value):
     """The installed release's spelling of a ``packing_strategy`` value (unknown values pass through)."""
-    v = trl_version()
-    if v is None or not isinstance(value, str):
+    if trl_version() is None or not isinstance(value, str):
         return value
     for spec, accepted in PACKING_STRATEGIES:
-        if SpecifierSet(spec).contains(release(v), prereleases=True):
+        if trl_in(spec):
             if value in accepted:
                 return value
             for candidate in STRATEGY_SPELLINGS.get(value, ()):

@@ -51,6 +51,12 @@ def release(version: Version) -> Version:
     return Version(version.base_version)
 
 
+def trl_in(spec: str) -> bool:
+    """True when the installed TRL release is in the specifier ``spec`` (pre-releases count as their release)."""
+    v = trl_version()
+    return v is not None and SpecifierSet(spec).contains(release(v), prereleases=True)
+
+
 def pair_problems(trl: Optional[Version], transformers: Optional[Version]) -> list:
     """Reasons why this TRL/transformers pair is known not to work (empty when none is known)."""
     if trl is None or transformers is None:

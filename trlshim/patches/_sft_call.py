@@ -12,19 +12,10 @@ import copy
 import inspect
 import re
 
-from packaging.specifiers import SpecifierSet
-
 from ..translate import spellings
-from ..versions import release, trl_version
 from . import sft_config
 
 IGNORE = -100  # the label that carries no loss
-
-
-def trl_in(spec: str) -> bool:
-    """True when the installed TRL release is in the specifier ``spec``."""
-    v = trl_version()
-    return v is not None and SpecifierSet(spec).contains(release(v), prereleases=True)
 
 
 class Call:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from .. import report
 from ..registry import row
 from ..translate import installed_label
+from ..versions import trl_in
 from ._sft_call import (
     Call,
     chat_text,
@@ -30,7 +31,6 @@ from ._sft_call import (
     map_datasets,
     to_chatml,
     tokenizer_of,
-    trl_in,
 )
 
 COLUMN = "trlshim_text"  # where trlshim writes formatted text on TRL < 0.15

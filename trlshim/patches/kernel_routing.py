@@ -43,12 +43,10 @@ import sys
 import weakref
 from collections.abc import Mapping
 
-from packaging.specifiers import SpecifierSet
-
 from .. import hooks, report
 from ..registry import row
 from ..translate import installed_label
-from ..versions import release, trl_version
+from ..versions import trl_in
 from . import sft_config
 
 # Releases with a fused LM head of their own: ours is never routed there. (TRL range, why.)
@@ -87,15 +85,10 @@ def _on_cuda(model) -> bool:
         return False
 
 
-def _in(spec) -> bool:
-    v = trl_version()
-    return v is not None and SpecifierSet(spec).contains(release(v), prereleases=True)
-
-
 def fused_ce_blocker(trainer):
     """Why our fused cross-entropy must not replace this trainer's loss (None: it may)."""
     for spec, why in OWN_FUSED_HEAD:
-        if _in(spec):
+        if trl_in(spec):
             return why
     loss_type = getattr(getattr(trainer, "args", None), "loss_type", None)
     if loss_type == "chunked_nll":
@@ -111,7 +104,7 @@ def metric_path():
     """``(switch, log accuracy, log entropy)`` for the installed release, or None where TRL logs no
     logits-based metric (< 0.15) or routes no fused head of ours (>= 1.15)."""
     for spec, *path in METRIC_PATHS:
-        if _in(spec):
+        if trl_in(spec):
             return tuple(path)
     return None
 
@@ -252,11 +245,7 @@ def _rope_wrapper(wrapped, instance, args, kwargs):
     kernels = sys.modules.get("trlshim_kernels")  # not imported: no model can be routed
     if kernels is None or not kernels.rope_active():
         return wrapped(*args, **kwargs)
-    bound = kernels.bind_rotary(wrapped, args, kwargs)
-    q = bound.get("q") if bound else None
-    if not (getattr(q, "is_cuda", False) or (getattr(q, "device", None) is not None and _cpu_allowed(kernels))):
-        return wrapped(*args, **kwargs)
-    return kernels.route_rotary(wrapped, args, kwargs)
+    return kernels.route_rotary(wrapped, args, kwargs, cpu=_cpu_allowed(kernels))
 
 
 for _mtype in ROPE_MODEL_TYPES:

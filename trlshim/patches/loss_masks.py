@@ -18,6 +18,7 @@ from __future__ import annotations
 from .. import report
 from ..registry import row
 from ..translate import installed_label
+from ..versions import trl_in
 from . import sft_config
 from ._sft_call import (
     IGNORE,
@@ -34,7 +35,6 @@ from ._sft_call import (
     needs_own_renderer,
     to_chatml,
     tokenizer_of,
-    trl_in,
 )
 
 sft_config.EMULATED.setdefault("completion_only_loss", None)

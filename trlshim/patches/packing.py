@@ -29,8 +29,9 @@ import sys
 from .. import report
 from ..registry import row
 from ..translate import STRATEGY_SPELLINGS, installed_label
+from ..versions import trl_in
 from . import sft_config
-from ._sft_call import IGNORE, Call, column_names, trl_in
+from ._sft_call import IGNORE, Call, column_names
 
 sft_config.EMULATED.setdefault("packing_strategy", None)
 sft_config.EMULATED.setdefault("padding_free", False)

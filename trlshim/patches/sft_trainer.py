@@ -18,8 +18,6 @@ import dataclasses
 import inspect
 import weakref
 
-from packaging.specifiers import SpecifierSet
-
 from .. import report
 from ..registry import row
 from ..translate import (
@@ -31,7 +29,7 @@ from ..translate import (
     same_value,
     unplaceable,
 )
-from ..versions import release, trl_version
+from ..versions import trl_in
 from . import sft_config
 
 LEADING = ("model", "args", "data_collator", "train_dataset", "eval_dataset", "processing_class")
@@ -73,9 +71,8 @@ def installed_config_class():
 
 
 def _default_output_dir(model) -> str:
-    v = trl_version()
     for spec, pattern in DEFAULT_OUTPUT_DIR:
-        if v is not None and SpecifierSet(spec).contains(release(v), prereleases=True):
+        if trl_in(spec):
             name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
             return pattern.format(model_name=str(name).split("/")[-1] or "model")
     return "tmp_trainer"
@@ -196,10 +193,9 @@ def _columns(dataset):
 
 def _later_defaults(trainer_kw: dict, config_cls, legacy: bool) -> None:
     """Fill LATER_DEFAULTS (e.g. ``dataset_text_field="text"``, TRL 0.12's default) where unset."""
-    v = trl_version()
     cfg = trainer_kw.get("args")
     for spec, name, value in LATER_DEFAULTS:
-        if v is None or not SpecifierSet(spec).contains(release(v), prereleases=True):
+        if not trl_in(spec):
             continue
         current = trainer_kw.get(name, getattr(cfg, name, None))
         if current is not None or trainer_kw.get("formatting_func") is not None:
