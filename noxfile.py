@@ -1,9 +1,11 @@
 """The TRL release matrix.
 
-``nox -s tests`` runs the suite once per TRL release (pins in ``constraints/trl-X.txt``);
-``nox -s "tests(trl='1.16.0')"`` runs one release. Sessions are uv virtualenvs that install the
-CPU build of torch 2.13.0 from ``$PIP_FIND_LINKS`` (hard-linked from uv's cache, so no session
-downloads or copies torch twice) under the release's constraints file.
+``nox -s tests`` runs the suite once per TRL release (the list: ``trlshim/data/matrix.txt``; pins in
+``constraints/trl-X.txt``); ``nox -s "tests(trl='1.16.0')"`` runs one release; ``nox -s kernels``
+the Triton kernel suite on the pinned and the newest triton. Sessions are uv virtualenvs that install
+torch 2.13.0 (the CPU build from ``$PIP_FIND_LINKS`` when that folder has it, else the index's build;
+hard-linked from uv's cache, so no session downloads or copies torch twice) under the release's
+constraints file.
 """
 from __future__ import annotations
 
@@ -17,15 +19,32 @@ nox.options.sessions = ["tests"]
 nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).parent
-RELEASES = [
-    "0.8.6", "0.9.6", "0.11.4", "0.12.2", "0.13.0", "0.15.2", "0.16.1", "0.19.1", "0.20.0", "0.23.1",
-    "0.26.2", "0.29.1", "1.0.0", "1.5.1", "1.10.0", "1.16.0",
-]
+
+
+def _matrix() -> dict:
+    """``{release: [pip specs]}`` from trlshim/data/matrix.txt, the single source of the release list
+    (trlshim.versions reads the same file; read here without importing trlshim)."""
+    out = {}
+    for line in (ROOT / "trlshim" / "data" / "matrix.txt").read_text().splitlines():
+        tag, sep, specs = line.partition("|")
+        if sep and not line.lstrip().startswith("#"):
+            out[tag.strip().removeprefix("trl-")] = specs.split()
+    return out
+
+
+MATRIX = _matrix()
+RELEASES = list(MATRIX)
 NEWEST = RELEASES[-1]
-TORCH = "torch==2.13.0+cpu"
+# torch 2.13.0: the CPU build where a find-links folder (PIP_FIND_LINKS) holds it, else PyPI's build
+# (a fresh machine without the folder: uv would find no "+cpu" version on the index).
+FIND_LINKS = os.environ.get("PIP_FIND_LINKS", "")
+HAS_CPU_WHEEL = bool(FIND_LINKS) and any(Path(d).is_dir() and any(Path(d).glob("torch-2.13.0+cpu-*.whl"))
+                                        for d in FIND_LINKS.split())
+TORCH = "torch==2.13.0+cpu" if HAS_CPU_WHEEL else "torch==2.13.0"
 # Every tests session installs triton: kernel routing (trlshim's fused cross-entropy and TRL's metrics on
 # each release's loss path, RoPE, RMSNorm, SwiGLU) runs on CPU through Triton's interpreter on every
-# release; the newest also runs the kernel suite itself (tests/kernels).
+# release. The kernel suite itself (tests/kernels: no TRL in it) runs once, in the `kernels` session,
+# on the pinned triton and on the newest.
 TRITON = "triton==3.7.1"
 TEST_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -39,30 +58,37 @@ TEST_ENV = {
 }
 
 
-def pins(release: str) -> list:
-    for line in (ROOT / "constraints" / "pins.txt").read_text().splitlines():
-        tag, _, specs = line.partition("|")
-        if tag.strip() == f"trl-{release}":
-            return specs.split()
-    raise KeyError(release)
-
-
-def install(session, release: str, *extra: str) -> None:
-    env = {"UV_FIND_LINKS": os.environ.get("PIP_FIND_LINKS", ""), "UV_CONSTRAINT": str(ROOT / "constraints" / f"trl-{release}.txt")}
-    session.install(TORCH, *pins(release), "pytest", "tokenizers", *extra, env=env)
+def install(session, release: str, *extra: str, constrain: bool = True) -> None:
+    env = {"UV_FIND_LINKS": FIND_LINKS if HAS_CPU_WHEEL else ""}
+    if constrain:
+        env["UV_CONSTRAINT"] = str(ROOT / "constraints" / f"trl-{release}.txt")
+    session.install(TORCH, *MATRIX[release], "pytest", "tokenizers", *extra, env=env)
     session.install("--no-deps", ".", env=env)
+
+
+def run_pytest(session, *paths: str, args: tuple = (), env: dict = TEST_ENV) -> None:
+    """pytest on checkout paths, run from a temporary folder so the installed package is imported."""
+    session.chdir(session.create_tmp())
+    session.run("pytest", "-q", *[str(ROOT / p) for p in paths], "-p", "no:cacheprovider", "--rootdir", str(ROOT),
+                *args, *session.posargs, env=env)
 
 
 @nox.session(python="3.11")
 @nox.parametrize("trl", RELEASES)
 def tests(session, trl):
-    """The test suite against one TRL release (the newest also runs the Triton-interpreter kernel tests)."""
+    """The test suite against one TRL release (the kernel suite runs in the `kernels` session)."""
     install(session, trl, "wrapt", TRITON)
-    env = dict(TEST_ENV, TRITON_INTERPRET="1")
-    ignore = [] if trl == NEWEST else ["--ignore", str(ROOT / "tests" / "kernels")]
-    session.chdir(session.create_tmp())  # import the installed package, not the checkout
-    session.run("pytest", "-q", str(ROOT / "tests"), "-p", "no:cacheprovider", "--rootdir", str(ROOT), *ignore,
-                *session.posargs, env=env)
+    run_pytest(session, "tests", args=("--ignore", str(ROOT / "tests" / "kernels")),
+               env=dict(TEST_ENV, TRITON_INTERPRET="1"))
+
+
+@nox.session(python="3.11")
+@nox.parametrize("triton", [nox.param(TRITON, id="pin"), nox.param("triton", id="newest")])
+def kernels(session, triton):
+    """The Triton kernels (Triton's interpreter, CPU) on the pinned triton and on the newest release."""
+    install(session, NEWEST, triton, constrain=triton == TRITON)
+    session.run("python", "-c", "import triton; print('triton', triton.__version__)")
+    run_pytest(session, "tests/kernels", env=dict(TEST_ENV, TRITON_INTERPRET="1"))
 
 
 @nox.session(python="3.11", venv_backend="uv")
@@ -84,9 +110,7 @@ def wrapt_majors(session, trl, spec):
     major = "1" if spec.startswith("wrapt<2") else "2"
     session.run("python", "-c", f"import wrapt; v = wrapt.__version__; print('wrapt', v); "
                 f"assert v.split('.')[0] == '{major}', v")
-    session.chdir(session.create_tmp())  # import the installed package, not the checkout
-    session.run("pytest", "-q", *[str(ROOT / t) for t in CORE_TESTS], "-p", "no:cacheprovider",
-                "--rootdir", str(ROOT), *session.posargs, env=TEST_ENV)
+    run_pytest(session, *CORE_TESTS)
 
 
 # Releases whose sdist ships tests/test_sft_trainer.py and builds with `pip download` (0.12.2's

@@ -11,12 +11,14 @@ Public API:
       rope=True runs each attention forward inside rope_scope())
   route_rotary(orig, args, kwargs) / routed_rotary(orig): HF apply_rotary_pos_emb router - our kernel
       inside rope_scope() for shapes it handles, else orig unchanged ; rope_scope() ; rope_active()
+  interpreting() -> bool (kernels on CPU through Triton's interpreter) ; handle.replace(obj, name, value)
+      (an instance attribute changed under the handle's undo)
   last_stats(model) -> CEStats | None  (n_correct, entropy_sum, n_tokens of the last fused-CE forward;
       also on output.kernel_stats and handle.last_stats) ; supported_model_types() ; unwrap_model(model)
 This package never imports trl or trlshim. Triton is optional: without it (or on CPU without
 TRITON_INTERPRET=1) every function runs its plain-torch reference.
 """
-from ._common import HAS_TRITON
+from ._common import HAS_TRITON, interpreting
 from .cross_entropy import fused_linear_cross_entropy
 from .models import (
     KernelHandle,
@@ -36,6 +38,6 @@ from .swiglu import geglu, glu_mlp, swiglu
 
 __all__ = [
     "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "apply_to_model", "fused_linear_cross_entropy",
-    "geglu", "glu_mlp", "last_stats", "rms_norm", "rope_active", "rope_scope", "rotary_supported", "route_rotary",
+    "geglu", "glu_mlp", "interpreting", "last_stats", "rms_norm", "rope_active", "rope_scope", "rotary_supported", "route_rotary",
     "routed_rotary", "supported_model_types", "swiglu", "unwrap_model",
 ]

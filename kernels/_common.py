@@ -25,6 +25,11 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def interpreting() -> bool:
+    """Whether kernels run under Triton's interpreter (``TRITON_INTERPRET=1`` when this package was imported)."""
+    return INTERPRET
+
+
 def use_triton(*tensors: torch.Tensor) -> bool:
     """True when every tensor can go through a Triton kernel."""
     if not HAS_TRITON:

@@ -80,6 +80,11 @@ class KernelHandle:
         self._saved.append((obj, name, obj.__dict__.get(name, _MISSING)))
         obj.__dict__[name] = value
 
+    def replace(self, obj, name: str, value) -> None:
+        """Set the instance attribute ``obj.name`` (e.g. a forward wrapping the routed one); ``undo()``
+        restores what was there, in reverse order with everything else this handle changed."""
+        self._set(obj, name, value)
+
     @property
     def active(self) -> bool:
         return bool(self._saved)

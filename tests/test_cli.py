@@ -12,7 +12,7 @@ def test_doctor_lists_versions_pair_and_active_patches(capsys):
     out = capsys.readouterr().out
     assert f"trl           {trl_version()}" in out
     assert "tested by the trlshim matrix" in out
-    assert "[    active] sft_trainer.arguments" in out
+    assert "[    active] sft.pipeline" in out
 
 
 def test_doctor_flags_known_bad_pairs():

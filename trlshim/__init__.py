@@ -7,8 +7,9 @@ restores the original objects; ``TRLSHIM_DISABLE=1`` turns the import-time patch
 from __future__ import annotations
 
 import _thread  # not threading: a bare interpreter has not imported it (~5 ms)
-import os
 import sys
+
+from .flags import flag
 
 __all__ = ["patch", "unpatch", "is_patched", "SFTTrainer", "SFTConfig", "TranslationWarning", "TranslationError"]
 __version__ = "0.1.0"
@@ -126,5 +127,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'trlshim' has no attribute {name!r}")
 
 
-if os.environ.get("TRLSHIM_DISABLE", "").strip().lower() not in {"1", "true", "yes", "on"}:
+if flag("TRLSHIM_DISABLE") is not True:
     patch()

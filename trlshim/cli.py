@@ -47,6 +47,12 @@ def doctor(_args=None) -> int:
         if p.optional and state != "active":
             continue
         print(f"  [{state:>10}] {p.name}: {p.reason}")
+    from .pipeline import pipelines
+
+    for pl in pipelines():
+        print(f"{pl.trainer}.__init__ pipeline ({pl.name}), in order:")
+        for name, spec, reason, chosen in pl.describe(trl):
+            print(f"  [{'on' if chosen else 'off':>3}] {name} (TRL {spec}): {reason}")
     real_skips = {n: w for n, w in skipped.items() if not registry_row(n).optional}
     if real_skips:
         print("skipped patches (target changed shape):")
@@ -79,11 +85,14 @@ def release_table() -> str:
     from packaging.version import Version
 
     from . import patches, registry, versions  # noqa: F401
+    from .pipeline import pipelines
 
-    lines = ["| TRL | tested with transformers | patches selected (besides trainer aliases) |", "|---|---|---|"]
+    lines = ["| TRL | tested with transformers | patches selected (besides trainer aliases) | pipeline steps |",
+             "|---|---|---|---|"]
     for trl, tf in versions.TESTED.items():
         names = [p.name for p in registry.selected(Version(trl)) if not p.optional]
-        lines.append(f"| {trl} | {tf} | {', '.join(f'`{n}`' for n in names)} |")
+        steps = [s.name for pl in pipelines() for s in pl.selected(Version(trl))]
+        lines.append(f"| {trl} | {tf} | {', '.join(f'`{n}`' for n in names)} | {', '.join(f'`{n}`' for n in steps)} |")
     return "\n".join(lines)
 
 

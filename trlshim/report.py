@@ -7,9 +7,10 @@ a ``TranslationError`` so library authors can find legacy calls.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import warnings
+
+from .flags import flag
 
 logger = logging.getLogger("trlshim")
 
@@ -27,7 +28,7 @@ class TranslationError(TypeError):
 
 
 def strict() -> bool:
-    return os.environ.get("TRLSHIM_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+    return flag("TRLSHIM_STRICT") is True
 
 
 def _first_time(key: str, message: str) -> bool:

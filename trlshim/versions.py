@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 from importlib import metadata
+from pathlib import Path
 from typing import Optional
 
 from packaging.specifiers import SpecifierSet
@@ -14,13 +15,27 @@ from packaging.version import Version
 
 PACKAGES = ("trl", "transformers", "torch", "peft", "accelerate", "datasets", "wrapt", "triton", "liger-kernel")
 
-# The releases the nox matrix tests, each with the transformers it is pinned to (constraints/trl-X.txt).
-TESTED = {
-    "0.8.6": "4.40.2", "0.9.6": "4.42.4", "0.11.4": "4.45.2", "0.12.2": "4.46.3", "0.13.0": "4.47.0",
-    "0.15.2": "4.49.0", "0.16.1": "4.50.3", "0.19.1": "4.53.1", "0.20.0": "4.54.1", "0.23.1": "4.56.2",
-    "0.26.2": "4.57.3", "0.29.1": "5.3.0", "1.0.0": "5.4.0", "1.5.1": "5.9.0", "1.10.0": "5.15.0",
-    "1.16.0": "5.19.0",
-}
+MATRIX_FILE = "data/matrix.txt"  # the single source of the tested releases (also read by noxfile.py)
+
+
+def read_matrix(text: str) -> dict:
+    """``{release: [pip specs]}`` from the text of ``data/matrix.txt`` (lines ``trl-X | specs``)."""
+    out = {}
+    for line in text.splitlines():
+        tag, sep, specs = line.partition("|")
+        if sep and not line.lstrip().startswith("#"):
+            out[tag.strip().removeprefix("trl-")] = specs.split()
+    return out
+
+
+def _pin(specs: list, package: str) -> str:
+    return next(s.split("==", 1)[1] for s in specs if s.startswith(package + "=="))
+
+
+# The releases the nox matrix tests, each with the transformers it is pinned to.
+MATRIX = read_matrix((Path(__file__).parent / MATRIX_FILE).read_text())
+TESTED = {trl: _pin(specs, "transformers") for trl, specs in MATRIX.items()}
+TESTED_RANGE = SpecifierSet(f">={min(map(Version, TESTED))},<={max(map(Version, TESTED))}")
 
 # (TRL range, transformers range, why the pair fails). Checked in order by ``pair_problems``.
 KNOWN_BAD = (

@@ -113,33 +113,87 @@ def test_guards():
         apply_to_model(tiny("gpt2", n_embd=32, n_layer=1, n_head=2, vocab_size=50))
 
 
-def test_convergence_cpu():
-    """Issue 4 item 8 on CPU: 32 bf16 steps of a tiny model, kernels on vs off, losses within 1e-2 at
-    every step. The kernels run in Triton's interpreter, which truncates float32 -> bf16 where the GPU
-    rounds to nearest: the margin here (0.0091 max with torch 2.13/triton 3.7; 0.0118 before the
-    kernels rounded where transformers rounds) is smaller than on the GPU (benchmarks/results.md)."""
+def trajectory(use_kernels, dtype, steps=32):
+    """Losses of `steps` AdamW steps of a tiny 1-layer llama, with or without our kernels."""
     ids, labels = batch(B=2, T=16, seed=3)
-    losses = []
-    for use in (False, True):
-        model = tiny(seed=7, num_hidden_layers=1).to(torch.bfloat16)
-        h = apply_to_model(model) if use else None
-        if use:
-            assert set(h.applied) >= {"rms_norm", "swiglu", "fused_linear_cross_entropy"}
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-        run = []
-        for _ in range(32):
-            loss = model(input_ids=ids, labels=labels).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            run.append(loss.item())
-        losses.append(run)
-        if h:
-            h.undo()
-    stock, ours = losses
-    assert stock[-1] < stock[0] - 3  # it actually trains (6.2 -> 0.4)
-    assert stock != ours  # the kernels really ran (bf16 rounding differs somewhere)
-    assert max(abs(a - b) for a, b in zip(stock, ours)) < 1e-2
+    model = tiny(seed=7, num_hidden_layers=1).to(dtype)
+    h = apply_to_model(model) if use_kernels else None
+    if h:
+        assert set(h.applied) >= {"rms_norm", "swiglu", "fused_linear_cross_entropy"}
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    run = []
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        run.append(loss.item())
+    if h:
+        h.undo()
+    return run
+
+
+def drift(a, b):
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+FP32_DRIFT = 1e-3  # measured 1.1e-5 (reassociation only); a 2^-8 scale error in one norm gives 1.6e-2
+BF16_SHARE = 0.25  # measured 0.05; the interpreter truncates to bf16 where the GPU rounds
+
+
+def convergence_violations(stock32, stock16):
+    """What is wrong with our kernels' training, judged against stock runs made on this same machine.
+
+    Principled rather than a fixed margin (issue 8: a fixed 1e-2 bf16 margin passed or failed by
+    machine): (1) in float32 the kernels must follow stock's trajectory to within reassociation noise,
+    which catches any error in their math; (2) in bf16 their distance from stock must be a small share
+    of the distance bf16 itself puts between stock and its float32 run - bf16 training is chaotic and
+    that distance is how far rounding alone moves it on this machine."""
+    ours32, ours16 = trajectory(True, torch.float32), trajectory(True, torch.bfloat16)
+    bf16_error = drift(stock16, stock32)
+    out = []
+    if not drift(stock32, ours32) < FP32_DRIFT:
+        out.append(f"float32 drift {drift(stock32, ours32):.3g} >= {FP32_DRIFT}")
+    if not drift(stock16, ours16) < BF16_SHARE * bf16_error:
+        out.append(f"bf16 drift {drift(stock16, ours16):.3g} >= {BF16_SHARE} x bf16's own error {bf16_error:.3g}")
+    if stock16 == ours16:
+        out.append("bf16 losses identical: the kernels did not run")
+    return out
+
+
+@pytest.fixture(scope="module")
+def stock_runs():
+    return trajectory(False, torch.float32), trajectory(False, torch.bfloat16)
+
+
+def test_convergence_cpu(stock_runs):
+    """Issue 4 item 8 on CPU: 32 steps of a tiny model, kernels on vs off (Triton's interpreter)."""
+    stock32, stock16 = stock_runs
+    assert stock16[-1] < stock16[0] - 3  # it actually trains (6.2 -> 0.4)
+    assert convergence_violations(stock32, stock16) == []
+
+
+def _eps_1e_3(rms_norm):
+    return lambda x, w, eps, offset: rms_norm(x, w, 1e-3, offset)
+
+
+def _scaled(rms_norm):
+    return lambda x, w, eps, offset: rms_norm(x, w, eps, offset) * (1 + 2 ** -8)
+
+
+def _mlp_scaled(glu_mlp):
+    return lambda x, g, u, d, gelu: glu_mlp(x, g, u, d, gelu) * (1 + 2 ** -8)
+
+
+@pytest.mark.parametrize("name, breakage", [("rms_norm", _eps_1e_3), ("rms_norm", _scaled), ("glu_mlp", _mlp_scaled)])
+def test_convergence_check_catches_broken_kernels(name, breakage, stock_runs, monkeypatch):
+    """The check above fails for kernels that are subtly wrong (a wrong epsilon, a 2^-8 scale error).
+    Per-op bf16 rounding is checked against stock by the kernels' own tests; the bf16 bound here
+    catches gross rounding faults only."""
+    import trlshim_kernels.models as KM
+
+    monkeypatch.setattr(KM, name, breakage(getattr(KM, name)))
+    assert convergence_violations(*stock_runs) != []
 
 
 @pytest.mark.parametrize("model_type", ["llama", "qwen3"])

@@ -47,7 +47,7 @@ def test_routed_kernels_keep_the_loss_and_undo(tmp_path, tokenizer, monkeypatch)
     trainer, model, routed, _ = _train(tmp_path / "routed", tokenizer)
     handle = trainer._trlshim_kernels
     assert handle.applied.get("rms_norm", 0) >= 5 and handle.applied.get("swiglu", 0) == 2
-    from trlshim.patches.kernel_routing import fused_ce_blocker
+    from trlshim.patches.sft.kernel_routing import fused_ce_blocker
 
     # one fused head, never two: ours only where the release's loss path has none of its own
     assert ("fused_linear_cross_entropy" in handle.applied) == (fused_ce_blocker(trainer) is None)
@@ -137,7 +137,7 @@ def test_fused_head_logs_trl_metrics(tmp_path, tokenizer, monkeypatch):
     kernels = pytest.importorskip("trlshim_kernels")
     if not kernels.HAS_TRITON:
         pytest.skip("triton present but unusable")
-    from trlshim.patches.kernel_routing import metric_path
+    from trlshim.patches.sft.kernel_routing import metric_path
 
     if metric_path() is None:
         pytest.skip("this release logs no logits-based metric, or has its own fused head")

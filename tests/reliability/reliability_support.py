@@ -20,8 +20,9 @@ TESTS = os.path.dirname(HERE)
 MARK = "@@trlshim-result@@"
 
 
-def run_scenario(code: str, env: dict = None, timeout: int = 180) -> dict:
-    """Run ``code`` in a fresh interpreter (same Python, same environment plus ``env``)."""
+def run_scenario(code: str, env: dict = None, timeout: int = 180, pythonpath: list = ()) -> dict:
+    """Run ``code`` in a fresh interpreter (same Python, same environment plus ``env``; ``pythonpath``
+    first on the path, e.g. a modified copy of trlshim)."""
     full_env = dict(os.environ)
     for key in ("TRLSHIM_DISABLE", "TRLSHIM_STRICT", "TRLSHIM_TRL_VERSION"):
         full_env.pop(key, None)
@@ -29,7 +30,7 @@ def run_scenario(code: str, env: dict = None, timeout: int = 180) -> dict:
         HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_DISABLED="true",
         TOKENIZERS_PARALLELISM="false", HF_HUB_DISABLE_TELEMETRY="1", PYTHONWARNINGS="ignore::FutureWarning",
     )
-    full_env["PYTHONPATH"] = os.pathsep.join([HERE, TESTS] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    full_env["PYTHONPATH"] = os.pathsep.join([*pythonpath, HERE, TESTS] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     full_env.update(env or {})
     # a hang (deadlock) dumps every thread's stack and exits, so the failure shows where
     prelude = f"import faulthandler; faulthandler.dump_traceback_later({timeout - 30}, exit=True)\n"
@@ -118,13 +119,14 @@ def wrappers() -> dict:
 
 
 def check_patched_once(w: dict) -> None:
-    """Every selected row exactly once (no double wrap, none missing); argument translation outermost."""
-    assert "sft_trainer.arguments" in w["trainer_expected"], w
+    """Every selected row exactly once (no double wrap, none missing); SFTTrainer.__init__ carries
+    exactly one trlshim layer, the SFT pipeline."""
+    assert "sft.pipeline" in w["trainer_expected"], w
     for kind in ("trainer", "config"):
         chain = w[kind]
         assert len(chain) == len(set(chain)), f"{kind} double-wrapped: {chain}"
         assert sorted(chain) == w[f"{kind}_expected"], f"{kind}: {chain} != {w[kind + '_expected']}"
-    assert w["trainer"][0] == "sft_trainer.arguments", w["trainer"]
+    assert w["trainer"] == ["sft.pipeline"], w["trainer"]
 
 
 def check_unpatched(w: dict) -> None:

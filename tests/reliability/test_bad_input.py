@@ -134,8 +134,8 @@ def _conversations(n=8):
 def _assistant_only_supported() -> bool:
     import dataclasses
 
-    from trlshim.patches import sft_config
-    from trlshim.patches.sft_trainer import installed_config_class
+    from trlshim.patches.sft import config as sft_config
+    from trlshim.patches.sft.arguments import installed_config_class
 
     cls = installed_config_class()
     native = "assistant_only_loss" in {f.name for f in dataclasses.fields(cls)}

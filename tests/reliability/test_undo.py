@@ -87,7 +87,7 @@ def result():
 
 def test_patch_changed_what_it_claims(result):
     # guards the identity check below: patching really replaced the targets
-    assert "sft_trainer.arguments" in result["applied"]
+    assert "sft.pipeline" in result["applied"]
     assert set(result["applied"]) <= set(result["targets"])
     assert set(result["changed_while_patched"]) == set(result["applied"])
     assert result["patched_legacy"][0] == "ok" and max(result["patched_legacy"][1]) == 8

@@ -92,21 +92,21 @@ def _installed_is_newest() -> bool:
 
 def test_changed_shape_skips_with_one_warning(result):
     skipped = result["skipped"]
-    assert "sft_trainer.arguments" in skipped
-    assert "SFTTrainer.__init__" in skipped["sft_trainer.arguments"]
+    assert "sft.pipeline" in skipped
+    assert "SFTTrainer.__init__" in skipped["sft.pipeline"]
     # each skipped row warns exactly once, naming itself (none again on re-apply)
     named = [name for name in skipped if name in result["warned_rows"]]
-    assert "sft_trainer.arguments" in named
+    assert "sft.pipeline" in named
     for name in named:
         assert sum(f"'{name}'" in w for w in result["skip_warnings"]) == 1, (name, result["skip_warnings"])
     assert len(result["skip_warnings"]) == len(named)
-    assert "sft_trainer.arguments" not in result["trainer_wrappers"]  # the reshaped target is not translated
+    assert "sft.pipeline" not in result["trainer_wrappers"]  # the reshaped target is not translated
 
 
 def test_other_patches_still_apply(result):
     from importlib.util import find_spec
 
-    assert "sft_trainer.arguments" not in result["applied"]
+    assert "sft.pipeline" not in result["applied"]
     if find_spec("trl.trainer.sft_config") is not None:
         assert "sft_config.fields" in result["config_wrappers"]
 
@@ -118,7 +118,7 @@ def test_doctor_lists_skipped_patch(result):
     assert rc == 0
     assert "skipped patches" in text
     section = text.split("skipped patches", 1)[1]
-    assert "sft_trainer.arguments" in section
+    assert "sft.pipeline" in section
     assert result["versions"][0] in text  # the reported (unknown) version is what doctor shows
 
 

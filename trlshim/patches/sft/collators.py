@@ -16,10 +16,9 @@ from __future__ import annotations
 import functools
 import warnings
 
-from .. import report
-from ..registry import INJECT, row
-from ..translate import installed_label
-from ._sft_call import Call
+from ... import report
+from ...registry import INJECT, row
+from ...translate import installed_label
 
 NAME = "DataCollatorForCompletionOnlyLM"
 KEEP = ("input_ids", "attention_mask")
@@ -129,9 +128,8 @@ def is_completion_only_collator(obj) -> bool:
     return type(obj).__name__ == NAME or any(c.__name__ == NAME for c in type(obj).__mro__)
 
 
-def _refuse_packing(wrapped, instance, args, kwargs):
-    """TRL <= 0.14 refused DCCOLM with packing; keep refusing where trlshim provides the collator."""
-    call = Call(wrapped, kwargs)
+def refuse_packing(call) -> None:
+    """Step (TRL >= 0.20): TRL <= 0.14 refused DCCOLM with packing; keep refusing where trlshim provides it."""
     collator = call.kwargs.get("data_collator")
     if collator is not None and is_completion_only_collator(collator):
         if call.get("packing"):
@@ -145,7 +143,6 @@ def _refuse_packing(wrapped, instance, args, kwargs):
             f"trlshim: {NAME} provided by trlshim ({installed_label()} removed it in 0.20); the collator builds the "
             "labels from input_ids, as in TRL 0.19",
         )
-    return call.call()
 
 
 for _module in ("trl.trainer.utils", "trl.trainer", "trl"):
@@ -154,8 +151,3 @@ for _module in ("trl.trainer.utils", "trl.trainer", "trl"):
         "TRL 0.20 removed DataCollatorForCompletionOnlyLM: provide TRL 0.19's implementation",
         kind=INJECT, factory=completion_only_collator_class,
     )
-row(
-    "collators.completion_only_trainer", "trl.trainer.sft_trainer", "SFTTrainer.__init__", ">=0.20",
-    "the injected DataCollatorForCompletionOnlyLM refuses packing as TRL <= 0.14 did",
-    wrapper=_refuse_packing,
-)

@@ -9,8 +9,8 @@ itself where TRL lacks it.
   user set neither ``bf16`` nor ``fp16`` there, trlshim passes ``bf16=False``. No other default
   is touched.
 - TRL < 0.9 has no SFTConfig: trlshim's own ``TrainingArguments`` subclass with the 0.9 fields is
-  injected as ``trl.SFTConfig`` / ``trl.trainer.SFTConfig``; the SFTTrainer patch moves its
-  fields onto the trainer's keyword arguments.
+  injected as ``trl.SFTConfig`` / ``trl.trainer.SFTConfig``; the SFT pipeline's arguments step moves
+  its fields onto the trainer's keyword arguments.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import dataclasses
 import functools
 from typing import Any, Dict, Optional
 
-from .. import report
-from ..registry import INJECT, row
-from ..translate import config_kwargs, installed_label
+from ... import report
+from ...registry import INJECT, row
+from ...translate import config_kwargs, installed_label
 
 # Options trlshim implements itself on releases that lack them (filled by the semantics patches).
 EMULATED: Dict[str, Any] = {}
@@ -46,6 +46,14 @@ LEGACY_FIELDS = (
     ("num_of_sequences", int, 1024),
     ("chars_per_token", float, 3.6),
 )
+
+
+def set_own_option(config, name: str, value) -> None:
+    """Set one of trlshim's own or emulated options on ``config`` (a field of our classes, else an extra)."""
+    if name in getattr(type(config), "_trlshim_owned", {}):
+        setattr(config, name, value)
+    else:
+        config._trlshim_extra = dict(getattr(config, "_trlshim_extra", None) or {}, **{name: value})
 
 
 def shim_options(config) -> dict:

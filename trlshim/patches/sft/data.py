@@ -1,114 +1,9 @@
-"""Shared helpers for the rows that wrap ``SFTTrainer.__init__`` inside the argument translation.
-
-Those rows see keyword-only arguments, with ``args`` an installed ``SFTConfig`` (TRL >= 0.9),
-trlshim's legacy config (TRL < 0.9, whose set fields the translation has already copied onto
-the trainer keyword arguments), or None. ``Call`` reads and writes an SFT option wherever the
-installed release keeps it, copying the config before the first write (the caller's object is
-never mutated), and reads trlshim's emulated options back.
-"""
+"""Dataset and chat-template helpers shared by the SFT steps (no version logic here)."""
 from __future__ import annotations
 
-import copy
-import inspect
 import re
 
-from ..translate import spellings
-from . import sft_config
-
 IGNORE = -100  # the label that carries no loss
-
-
-class Call:
-    """The keyword arguments of one ``SFTTrainer.__init__`` call, for the semantics rows."""
-
-    def __init__(self, wrapped, kwargs: dict):
-        from .sft_trainer import installed_config_class, parameters
-
-        self.wrapped = wrapped
-        self.kwargs = dict(kwargs)
-        self.params = parameters(wrapped)
-        self._copied = False
-        self.config_cls = installed_config_class()
-        self.legacy = self.config_cls is sft_config.legacy_config_class()  # TRL < 0.9: options are kwargs
-        self._native = set() if self.legacy else set(getattr(self.config_cls, "__dataclass_fields__", {}))
-
-    @property
-    def args(self):
-        return self.kwargs.get("args")
-
-    def _writable_config(self):
-        if self.args is None:
-            from .sft_trainer import new_config
-
-            self.kwargs["args"] = new_config(self.config_cls, self.kwargs)
-            self._copied = True
-        elif not self._copied:
-            self.kwargs["args"] = copy.copy(self.args)
-            self._copied = True
-        return self.kwargs["args"]
-
-    def has(self, name: str) -> bool:
-        """Whether the installed release has the option ``name`` itself (in any spelling)."""
-        pool = self.params if self.legacy else self._native
-        return any(n in pool for n in spellings(name))
-
-    def get(self, name: str, default=None):
-        """The value of an option as the installed release (or trlshim's emulation) will read it."""
-        names = spellings(name)
-        for n in names:
-            if n in self.kwargs and n in self.params and n != "args":
-                return self.kwargs[n]
-        args = self.args
-        if not self.has(name):
-            extra = sft_config.shim_options(args) if args is not None else {}
-            return extra.get(name, default)
-        if self.legacy:
-            fields = getattr(type(args), "__dataclass_fields__", {}) if args is not None else {}
-            for n in names:
-                if n in fields:
-                    return getattr(args, n)
-            for n in names:
-                if n in self.params:
-                    p = inspect.signature(self.wrapped).parameters[n].default
-                    return default if p is inspect.Parameter.empty else p
-            return default
-        for n in names:
-            if n in self._native:
-                if args is not None:
-                    return getattr(args, n)
-                return self.config_cls.__dataclass_fields__[n].default
-        return default
-
-    def shim(self, name: str, default=None):
-        """One of trlshim's own options (``sft_config.SHIM_FIELDS``)."""
-        extra = sft_config.shim_options(self.args) if self.args is not None else {}
-        return extra.get(name, default)
-
-    def set(self, name: str, value) -> None:
-        """Set an option where the installed release (or trlshim's emulation) reads it."""
-        names = spellings(name)
-        if not self.has(name):
-            cfg = self._writable_config()
-            if name in getattr(type(cfg), "_trlshim_owned", {}):
-                setattr(cfg, name, value)
-            else:
-                cfg._trlshim_extra = dict(getattr(cfg, "_trlshim_extra", None) or {}, **{name: value})
-            return
-        if self.legacy:
-            target = next(n for n in names if n in self.params)
-            self.kwargs[target] = value
-            return
-        for n in names:
-            if n in self.kwargs and n in self.params:
-                self.kwargs[n] = value
-        cfg = self._writable_config()
-        setattr(cfg, next(n for n in names if n in self._native), value)
-
-    def dataset_kwargs(self) -> dict:
-        return dict(self.get("dataset_kwargs") or {})
-
-    def call(self):
-        return self.wrapped(**self.kwargs)
 
 
 def first_example(dataset):
@@ -144,7 +39,7 @@ def eval_datasets(kwargs):
     return [(None, ev)]
 
 
-def map_datasets(call: Call, fn) -> None:
+def map_datasets(call, fn) -> None:
     """Apply ``fn(dataset) -> dataset`` to the train and eval datasets of the call."""
     if call.kwargs.get("train_dataset") is not None:
         call.kwargs["train_dataset"] = fn(call.kwargs["train_dataset"])
@@ -252,3 +147,9 @@ def chat_text(tokenizer, messages) -> str:
     if needs_own_renderer(tokenizer):
         return _rendered_with_spans(tokenizer, messages)[0]
     return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def unwrap_peft(model):
+    """The model under a PEFT wrapper (``get_base_model``), or the model itself."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model

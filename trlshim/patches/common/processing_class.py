@@ -7,10 +7,10 @@ trainer has lived; rows whose module a release lacks never fire.
 """
 from __future__ import annotations
 
-from .. import report
-from ..registry import row
-from ..translate import check_spelling_conflicts, installed_label, rename
-from .sft_trainer import parameters
+from ... import report
+from ...pipeline import parameters
+from ...registry import row
+from ...translate import check_spelling_conflicts, installed_label, rename
 
 TRAINERS = (
     "dpo", "orpo", "kto", "cpo", "reward", "grpo", "ppo", "ppov2", "rloo", "bco", "online_dpo", "xpo",

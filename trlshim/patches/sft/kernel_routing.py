@@ -34,38 +34,27 @@ trlshim routes nothing. When Liger is missing, trlshim turns the option off befo
 """
 from __future__ import annotations
 
-import copy
 import functools
 import importlib.util
 import inspect
-import os
 import sys
 import weakref
 from collections.abc import Mapping
 
-from .. import hooks, report
-from ..registry import row
-from ..translate import installed_label
-from ..versions import trl_in
-from . import sft_config
+from ... import report
+from ...flags import flag
+from ...pipeline import lookup, on_unpatch
+from ...registry import row
+from ...translate import installed_label
+from . import config as sft_config
+from .facts import FACTS
 
-# Releases with a fused LM head of their own: ours is never routed there. (TRL range, why.)
-OWN_FUSED_HEAD = ((">=1.15", "TRL >= 1.15 computes the loss with its own fused LM head"),)
-# How a release logs its logits-based metrics while our fused head runs: (TRL range, the option that
-# makes its compute_loss skip the logits code, whether trlshim logs mean_token_accuracy, entropy).
-METRIC_PATHS = (
-    (">=0.15,<0.16", "use_liger", True, False),
-    (">=0.16,<0.22", "use_liger_kernel", True, False),
-    (">=0.22,<0.26", "use_liger_kernel", True, True),
-    (">=0.26,<1.15", "use_liger_kernel", False, True),  # accuracy: TRL reads outputs.token_accuracy
-)
 LIGER_OPTIONS = ("use_liger_kernel", "use_liger")
 ROPE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
-_OFF = {"0", "false", "no", "off"}
 
 
 def _enabled(args) -> bool:
-    if os.environ.get("TRLSHIM_KERNELS", "").strip().lower() in _OFF:
+    if flag("TRLSHIM_KERNELS") is False:
         return False
     return sft_config.shim_options(args).get("use_trlshim_kernels") is not False
 
@@ -87,9 +76,9 @@ def _on_cuda(model) -> bool:
 
 def fused_ce_blocker(trainer):
     """Why our fused cross-entropy must not replace this trainer's loss (None: it may)."""
-    for spec, why in OWN_FUSED_HEAD:
-        if trl_in(spec):
-            return why
+    own = lookup(FACTS, "own_fused_head")
+    if own is not None:
+        return own
     loss_type = getattr(getattr(trainer, "args", None), "loss_type", None)
     if loss_type == "chunked_nll":
         return "loss_type='chunked_nll': TRL patches the LM head itself"
@@ -103,10 +92,7 @@ def fused_ce_blocker(trainer):
 def metric_path():
     """``(switch, log accuracy, log entropy)`` for the installed release, or None where TRL logs no
     logits-based metric (< 0.15) or routes no fused head of ours (>= 1.15)."""
-    for spec, *path in METRIC_PATHS:
-        if trl_in(spec):
-            return tuple(path)
-    return None
+    return lookup(FACTS, "metric_path")
 
 
 def _liger_style_forward(forward, handle):
@@ -189,21 +175,21 @@ def _route(trainer, liger_replaced: bool):
         import trlshim_kernels
     except ImportError:
         return report.decided("kernels.missing", "trlshim: kernels not routed (trlshim_kernels not importable)")
-    if not _on_cuda(model) and not os.environ.get("TRLSHIM_KERNELS_ON_CPU"):
+    if not _on_cuda(model) and flag("TRLSHIM_KERNELS_ON_CPU") is not True:
         return report.decided("kernels.cpu", "trlshim: kernels not routed (the model is not on CUDA)")
     if not trlshim_kernels.HAS_TRITON:
         return report.decided("kernels.triton", "trlshim: kernels not routed (triton is not installed)")
-    lm = trlshim_kernels.models.unwrap_model(model)
+    lm = trlshim_kernels.unwrap_model(model)
     mtype = getattr(getattr(lm, "config", None), "model_type", None)
     if mtype not in trlshim_kernels.supported_model_types():
         return report.decided(f"kernels.type.{mtype}", f"trlshim: kernels not routed (model type {mtype!r})")
     why_not_ce = fused_ce_blocker(trainer)
-    rope = os.environ.get("TRLSHIM_KERNELS_ROPE", "").strip().lower() not in _OFF
+    rope = flag("TRLSHIM_KERNELS_ROPE") is not False
     handle = trlshim_kernels.apply_to_model(model, rope=rope, fused_linear_cross_entropy=why_not_ce is None)
     if "fused_linear_cross_entropy" in handle.applied and metric_path() is not None:
-        handle._set(lm, "forward", _liger_style_forward(lm.forward, handle))
+        handle.replace(lm, "forward", _liger_style_forward(lm.forward, handle))
     undo = weakref.WeakMethod(handle.undo)  # unpatch undoes it; a dropped trainer's model is not kept alive
-    hooks.at_undo(lambda: undo() and undo()())
+    on_unpatch(lambda: undo() and undo()())
     trainer._trlshim_kernels = handle
     parts = ", ".join(f"{k} x{n}" for k, n in handle.applied.items())
     why_not_ce = why_not_ce or handle.skipped.get("fused_linear_cross_entropy")
@@ -212,32 +198,30 @@ def _route(trainer, liger_replaced: bool):
     report.decided(f"kernels.{mtype}", f"trlshim: Triton kernels routed{via} into {mtype}: {parts}{note}")
 
 
-def _sft_trainer_init(wrapped, instance, args, kwargs):
-    cfg = kwargs.get("args")
+def route(call) -> None:
+    """Step (innermost): stand in for a missing Liger before TRL sees the config; route the built
+    trainer's model through trlshim's kernels after TRL's ``__init__``."""
+    cfg = call.args
     enabled = cfg is None or _enabled(cfg)
     liger = _liger_requested(cfg) if cfg is not None else None
     liger_replaced = False
     if liger and not _liger_installed():
-        cfg = copy.copy(cfg)
+        cfg = call.writable_config()
         setattr(cfg, liger, False)
         if liger == "use_liger" and hasattr(cfg, "use_liger_kernel"):
             cfg.use_liger_kernel = False
-        kwargs = dict(kwargs, args=cfg)
         liger_replaced = True
         report.decided(
             "kernels.liger_missing",
             f"trlshim: {liger}=True but liger-kernel is not installed: using trlshim's kernels instead "
             f"({installed_label()})",
         )
-    result = wrapped(*args, **kwargs)
     if enabled and (not liger or liger_replaced):
-        _route(instance, liger_replaced)
-    return result
+        call.after(lambda call: _route(call.instance, liger_replaced))
 
 
 def _cpu_allowed(kernels) -> bool:
-    return (os.environ.get("TRLSHIM_KERNELS_ON_CPU", "").strip().lower() not in _OFF | {""}
-            and kernels._common.INTERPRET)
+    return flag("TRLSHIM_KERNELS_ON_CPU") is True and kernels.interpreting()
 
 
 def _rope_wrapper(wrapped, instance, args, kwargs):
@@ -259,10 +243,4 @@ row(
     "kernel_routing.metrics", "trl.trainer.sft_trainer", "SFTTrainer.compute_loss", ">=0.15,<1.15",
     "log TRL's mean_token_accuracy/entropy from the fused head's counters (TRL computes them from logits)",
     wrapper=_compute_loss,
-)
-
-row(
-    "kernel_routing.sft_trainer", "trl.trainer.sft_trainer", "SFTTrainer.__init__", ">=0.7",
-    "route the model's compute to trlshim's Triton kernels (CUDA); stand in for a missing Liger",
-    wrapper=_sft_trainer_init,
 )

@@ -15,14 +15,11 @@ together with an emulated mask is refused (the release's packer drops labels).
 """
 from __future__ import annotations
 
-from .. import report
-from ..registry import row
-from ..translate import installed_label
-from ..versions import trl_in
-from . import sft_config
-from ._sft_call import (
+from ... import report
+from ...translate import installed_label
+from . import config as sft_config
+from .data import (
     IGNORE,
-    Call,
     _native_assistant_mask,
     _rendered_with_spans,
     chat_text,
@@ -111,12 +108,12 @@ def _pretokenize(dataset, fn, max_length):
     return dataset.map(encode, remove_columns=list(dataset.column_names))
 
 
-def _loss_masks(wrapped, instance, args, kwargs):
-    call = Call(wrapped, kwargs)
+def emulate(call) -> None:
+    """Step (TRL < 0.19): completion-only / assistant-only loss where the release lacks the option."""
     dataset = call.kwargs.get("train_dataset")
     example = first_example(dataset) if is_hf_dataset(dataset) else None
     if not isinstance(example, dict) or "input_ids" in example:
-        return call.call()
+        return
     tokenizer = tokenizer_of(call.kwargs)
     formatting_func = call.kwargs.get("formatting_func")
     mode = None
@@ -153,7 +150,7 @@ def _loss_masks(wrapped, instance, args, kwargs):
         fn = lambda ex: tokenize_assistant_only(tokenizer, ex)  # noqa: E731
         what = "assistant_only_loss=True"
     if mode is None:
-        return call.call()
+        return
     conflict = None
     if tokenizer is None:
         conflict = "no tokenizer was passed (TRL loads it itself)"
@@ -172,7 +169,7 @@ def _loss_masks(wrapped, instance, args, kwargs):
                 f"trlshim: completion-only loss (automatic since TRL 0.17) not emulated on {installed_label()}: "
                 f"{conflict.split('.')[0]}; the loss covers prompt and completion, as this release does",
             )
-            return call.call()
+            return
         raise ValueError(f"trlshim emulates {what} on {installed_label()}, but {conflict}.")
     max_length = call.get("max_length")
     report.decided(
@@ -183,15 +180,8 @@ def _loss_masks(wrapped, instance, args, kwargs):
     map_datasets(call, lambda d: _pretokenize(d, fn, max_length) if is_hf_dataset(d) else d)
     call.kwargs["data_collator"] = label_padding_collator(tokenizer)
     call.set("dataset_kwargs", dict(call.get("dataset_kwargs") or {}, skip_prepare_dataset=True))
-    if trl_in("<0.9") and call.get("dataset_text_field") is None and formatting_func is None:
+    if call.legacy and call.get("dataset_text_field") is None and formatting_func is None:
         call.set("dataset_text_field", "input_ids")  # TRL 0.8 demands one even when preparation is skipped
     if formatting_func is not None:
         call.kwargs["formatting_func"] = None
-    return call.call()
 
-
-row(
-    "loss_masks.emulate", "trl.trainer.sft_trainer", "SFTTrainer.__init__", "<0.19",
-    "completion_only_loss (TRL 0.17) and assistant_only_loss (TRL 0.19) on releases that predate them",
-    wrapper=_loss_masks,
-)

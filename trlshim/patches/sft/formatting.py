@@ -17,12 +17,9 @@
 """
 from __future__ import annotations
 
-from .. import report
-from ..registry import row
-from ..translate import installed_label
-from ..versions import trl_in
-from ._sft_call import (
-    Call,
+from ... import report
+from ...translate import installed_label
+from .data import (
     chat_text,
     column_names,
     conversational_column,
@@ -64,22 +61,37 @@ def _materialize(dataset, func, shape):
     return dataset.map(lambda ex: {COLUMN: func(ex)})
 
 
-def _formatting_func(call: Call, func):
+def _formatted_example(call, func):
+    """The first training example to decide the function's shape on, or None when there is nothing to format."""
     example = first_example(call.kwargs.get("train_dataset"))
     if not isinstance(example, dict) or "input_ids" in example:
+        return None
+    return example
+
+
+def _materialized(call, func):
+    """TRL < 0.15: trlshim applies formatting_func itself, into a column of its own."""
+    example = _formatted_example(call, func)
+    if example is None:
         return
     shape = formatting_shape(func, example)
-    if trl_in("<0.15"):
-        map_datasets(call, lambda d: _materialize(d, func, shape) if is_hf_dataset(d) else d)
-        call.kwargs["formatting_func"] = None
-        call.set("dataset_text_field", COLUMN)
-        report.decided(
-            "formatting.materialized",
-            f"trlshim: formatting_func ({shape}) applied by trlshim into column {COLUMN!r} ({installed_label()} calls "
-            "it batched or per example depending on packing)",
-        )
+    map_datasets(call, lambda d: _materialize(d, func, shape) if is_hf_dataset(d) else d)
+    call.kwargs["formatting_func"] = None
+    call.set("dataset_text_field", COLUMN)
+    report.decided(
+        "formatting.materialized",
+        f"trlshim: formatting_func ({shape}) applied by trlshim into column {COLUMN!r} ({installed_label()} calls "
+        "it batched or per example depending on packing)",
+    )
+
+
+def _per_example_func(call, func):
+    """TRL >= 0.15 calls formatting_func per example (from 0.17 with no batched fallback that works)."""
+    example = _formatted_example(call, func)
+    if example is None:
         return
-    if shape == "batched" and trl_in(">=0.17"):  # 0.17-0.20 fall back to batched only when it raises
+    shape = formatting_shape(func, example)
+    if shape == "batched" and call.fact("formatting_per_example"):  # 0.17-0.20 fall back only when it raises
         call.kwargs["formatting_func"] = per_example(func)
         report.translated(
             "formatting.batched",
@@ -89,7 +101,7 @@ def _formatting_func(call: Call, func):
         call.set("dataset_text_field", "text")  # TRL >= 0.15 writes formatting_func's output to "text"
 
 
-def _text_field(call: Call):
+def _text_field(call):
     """TRL >= 0.15: the text column is read as "text"; rename another one."""
     field = call.get("dataset_text_field")
     if not field or field == "text":
@@ -113,7 +125,7 @@ def _text_field(call: Call):
     )
 
 
-def _sharegpt(call: Call):
+def _sharegpt(call):
     """TRL >= 0.15 converts ``conversations`` (from/value) to ``messages`` only after checking
     ``assistant_only_loss`` against the raw example; convert first so the check sees a chat."""
     if conversational_column(first_example(call.kwargs.get("train_dataset"))) != "conversations":
@@ -127,7 +139,7 @@ def _sharegpt(call: Call):
     map_datasets(call, convert)
 
 
-def _conversational(call: Call):
+def _conversational(call):
     """TRL < 0.15: render conversational datasets with the chat template."""
     example = first_example(call.kwargs.get("train_dataset"))
     col = conversational_column(example)
@@ -158,23 +170,24 @@ def _conversational(call: Call):
     )
 
 
-def _formatting(wrapped, instance, args, kwargs):
-    call = Call(wrapped, kwargs)
+def legacy(call) -> None:
+    """Step (TRL < 0.15): formatting_func applied by trlshim; chat datasets rendered with the template."""
     if not is_hf_dataset(call.kwargs.get("train_dataset")):
-        return call.call()
+        return
     func = call.kwargs.get("formatting_func")
     if func is not None:
-        _formatting_func(call, func)
-    elif trl_in("<0.15"):
+        _materialized(call, func)
+    else:
         _conversational(call)
+
+
+def text_column(call) -> None:
+    """Step (TRL >= 0.15): formatting_func per example, ShareGPT turns as messages, any text column as 'text'."""
+    if not is_hf_dataset(call.kwargs.get("train_dataset")):
+        return
+    func = call.kwargs.get("formatting_func")
+    if func is not None:
+        _per_example_func(call, func)
     else:
         _sharegpt(call)
         _text_field(call)
-    return call.call()
-
-
-row(
-    "formatting.datasets", "trl.trainer.sft_trainer", "SFTTrainer.__init__", ">=0.7",
-    "formatting_func in both shapes, any dataset_text_field, chat datasets formatted on every release",
-    wrapper=_formatting,
-)

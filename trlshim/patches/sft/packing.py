@@ -23,15 +23,13 @@
 from __future__ import annotations
 
 import inspect
-import os
 import sys
 
-from .. import report
-from ..registry import row
-from ..translate import STRATEGY_SPELLINGS, installed_label
-from ..versions import trl_in
-from . import sft_config
-from ._sft_call import IGNORE, Call, column_names
+from ... import report
+from ...flags import flag
+from ...translate import STRATEGY_SPELLINGS, installed_label
+from . import config as sft_config
+from .data import IGNORE, column_names, unwrap_peft
 
 sft_config.EMULATED.setdefault("packing_strategy", None)
 sft_config.EMULATED.setdefault("padding_free", False)
@@ -87,15 +85,6 @@ class TruncatingCollator:
         return getattr(self.__dict__["inner"], name)
 
 
-def _off(value) -> bool:
-    return str(value).strip().lower() in {"0", "false", "no", "off"}
-
-
-def _base_model(model):
-    get = getattr(model, "get_base_model", None)
-    return get() if callable(get) else model
-
-
 def _counts_shifted_labels() -> bool:
     """Whether the Trainer counts loss tokens on ``labels[..., 1:]`` (else padding-free changes the loss)."""
     from transformers import Trainer
@@ -115,17 +104,17 @@ def _builds_packed_mask(model) -> bool:
         return False
     if not hasattr(masking_utils, "find_packed_sequence_indices"):
         return False
-    module = sys.modules.get(type(_base_model(model)).__module__)
+    module = sys.modules.get(type(unwrap_peft(model)).__module__)
     return module is not None and hasattr(module, "create_causal_mask")
 
 
-def auto_padding_free(call: Call):
+def auto_padding_free_decision(call):
     """(on, reason), or None when the user chose packing or padding-free themselves."""
     if call.get("packing") or call.get("padding_free"):
         return None
     if call.shim("auto_padding_free") is False:
         return False, "turned off by SFTConfig(auto_padding_free=False)"
-    if _off(os.environ.get("TRLSHIM_AUTO_PADDING_FREE", "1")):
+    if flag("TRLSHIM_AUTO_PADDING_FREE") is False:
         return False, "turned off by TRLSHIM_AUTO_PADDING_FREE=0"
     if call.kwargs.get("data_collator") is not None:
         return False, "a data collator was passed"
@@ -161,68 +150,86 @@ def auto_padding_free(call: Call):
     return True, f"attn_implementation={attn!r} handles packed rows and the loss is unchanged"
 
 
-def _packing(wrapped, instance, args, kwargs):
-    call = Call(wrapped, kwargs)
-    # packing_strategy on releases without it
-    if not call.has("packing_strategy"):
-        strategy = call.get("packing_strategy")
-        if strategy is not None:
-            if strategy not in STRATEGY_SPELLINGS:
-                raise ValueError(
-                    f"packing_strategy={strategy!r} is not a TRL packing strategy (one of "
-                    f"{', '.join(repr(s) for s in STRATEGY_SPELLINGS)})"
-                )
-            if call.get("packing"):
-                report.decided(
-                    f"packing.strategy.{strategy}",
-                    f"trlshim: packing_strategy={strategy!r}: {installed_label()} has one packing (concatenate and "
-                    "chunk to max length, as 'wrapped'); used instead",
-                )
-    decision = auto_padding_free(call)
+def strategy(call) -> None:
+    """Step (TRL < 0.19, no packing_strategy): the option is checked, and the release's one packing used."""
+    name = call.get("packing_strategy")
+    if name is None:
+        return
+    if name not in STRATEGY_SPELLINGS:
+        raise ValueError(
+            f"packing_strategy={name!r} is not a TRL packing strategy (one of "
+            f"{', '.join(repr(s) for s in STRATEGY_SPELLINGS)})"
+        )
+    if call.get("packing"):
+        report.decided(
+            f"packing.strategy.{name}",
+            f"trlshim: packing_strategy={name!r}: {installed_label()} has one packing (concatenate and "
+            "chunk to max length, as 'wrapped'); used instead",
+        )
+
+
+def auto_padding_free(call) -> None:
+    """Step (trlshim's own feature, every release): padding-free turned on where it is safe and faster."""
+    decision = auto_padding_free_decision(call)
     if decision is not None:
         on, reason = decision
         report.decided("packing.auto_padding_free", f"trlshim: auto padding-free {'on' if on else 'off'}: {reason}")
         if on:
             call.set("padding_free", True)
-    # padding_free on releases without it
-    if not call.has("padding_free") and call.get("padding_free"):
-        collator = call.kwargs.get("data_collator")
-        if collator is not None and not isinstance(collator, _label_collator_types()):
-            raise ValueError(
-                f"Passing a custom data collator is not supported with padding_free=True ({installed_label()}: trlshim "
-                "emulates padding-free with its own collator)"
-            )
-        call.kwargs["data_collator"] = FlatteningCollator()
-        report.decided(
-            "packing.padding_free",
-            f"trlshim: padding_free=True emulated on {installed_label()} (flattened rows with position_ids)",
+
+
+def padding_free_emulated(call) -> None:
+    """Step (TRL < 0.16, no padding_free): trlshim's flattening collator."""
+    if call.has("padding_free") or not call.get("padding_free"):
+        return
+    collator = call.kwargs.get("data_collator")
+    if collator is not None and not isinstance(collator, _label_collator_types()):
+        raise ValueError(
+            f"Passing a custom data collator is not supported with padding_free=True ({installed_label()}: trlshim "
+            "emulates padding-free with its own collator)"
         )
-    # TRL >= 1.0 refuses padding_free without packing when max_length is set
-    cap = None
-    if (call.has("padding_free") and trl_in(">=1.0") and call.get("padding_free") and not call.get("packing")
-            and call.get("max_length") is not None):
-        cap = call.get("max_length"), call.get("truncation_mode") == "keep_end"
-        call.set("max_length", None)
-        report.decided(
-            "packing.padding_free_cap",
-            f"trlshim: padding_free without packing: max_length={cap[0]} enforced by truncating each example in the "
-            f"collator ({installed_label()} refuses the combination)",
-        )
-    result = call.call()
-    if instance is not None:
-        collator = getattr(instance, "data_collator", None)
+    call.kwargs["data_collator"] = FlatteningCollator()
+    report.decided(
+        "packing.padding_free",
+        f"trlshim: padding_free=True emulated on {installed_label()} (flattened rows with position_ids)",
+    )
+
+
+def padding_free_cap(call) -> None:
+    """Step (TRL >= 1.0, which refuses padding_free without packing when max_length is set): the
+    length is enforced by truncating each example in the collator instead."""
+    if not (call.get("padding_free") and not call.get("packing") and call.get("max_length") is not None):
+        return
+    cap, keep_end = call.get("max_length"), call.get("truncation_mode") == "keep_end"
+    call.set("max_length", None)
+    report.decided(
+        "packing.padding_free_cap",
+        f"trlshim: padding_free without packing: max_length={cap} enforced by truncating each example in the "
+        f"collator ({installed_label()} refuses the combination)",
+    )
+
+    def wrap_collator(call):
+        if call.instance is not None:
+            call.instance.data_collator = TruncatingCollator(call.instance.data_collator, cap, keep_end=keep_end)
+
+    call.after(wrap_collator)
+
+
+def position_ids(call) -> None:
+    """Step (TRL 0.19-0.22, which send position_ids only to flash attention): a packed row would be one
+    long sequence; per-example position_ids keep each example's positions (as TRL >= 0.23 does)."""
+
+    def turn_on(call):
+        collator = getattr(call.instance, "data_collator", None)
         if getattr(collator, "padding_free", False) and getattr(collator, "return_position_ids", True) is False:
-            # TRL 0.19-0.22 send position_ids only to flash attention: the packed row is then one long
-            # sequence. Per-example position_ids keep each example's positions (as TRL >= 0.23 does).
             collator.return_position_ids = True
             report.decided(
                 "packing.position_ids",
                 f"trlshim: padding-free rows get per-example position_ids ({installed_label()} sends them only "
                 "with flash attention)",
             )
-        if cap is not None:
-            instance.data_collator = TruncatingCollator(instance.data_collator, cap[0], keep_end=cap[1])
-    return result
+
+    call.after(turn_on)
 
 
 def _label_collator_types():
@@ -230,10 +237,3 @@ def _label_collator_types():
 
     return (DataCollatorForSeq2Seq,)
 
-
-row(
-    "packing.options", "trl.trainer.sft_trainer", "SFTTrainer.__init__", ">=0.7",
-    "packing_strategy and padding_free on every release; padding-free with max_length on TRL >= 1.0; "
-    "automatic padding-free where safe",
-    wrapper=_packing,
-)

@@ -9,9 +9,10 @@ A user-supplied optimizer is left alone (the option is then an error, never igno
 """
 from __future__ import annotations
 
-from .. import report
-from ..registry import row
-from . import sft_config
+from ... import report
+from ...registry import row
+from . import config as sft_config
+from .data import unwrap_peft
 
 NAMES = ("embed_tokens", "lm_head")
 
@@ -19,7 +20,7 @@ NAMES = ("embed_tokens", "lm_head")
 def embedding_parameters(model) -> list:
     """Trainable embedding/head parameters of ``model``, each once, in model order."""
     special = set()
-    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    base = unwrap_peft(model)
     for getter in ("get_input_embeddings", "get_output_embeddings"):
         try:
             module = getattr(base, getter)()

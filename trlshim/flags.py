@@ -1,0 +1,19 @@
+"""trlshim's environment switches, read in one place (no imports: the bottom of the package).
+
+``TRLSHIM_DISABLE``, ``TRLSHIM_STRICT``, ``TRLSHIM_KERNELS``, ``TRLSHIM_KERNELS_ROPE``,
+``TRLSHIM_KERNELS_ON_CPU``, ``TRLSHIM_AUTO_PADDING_FREE``: ``1/true/yes/on`` and ``0/false/no/off``
+(any case); unset or empty is None, and so is anything else (the caller's default applies).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+ON = frozenset({"1", "true", "yes", "on"})
+OFF = frozenset({"0", "false", "no", "off"})
+
+
+def flag(name: str) -> Optional[bool]:
+    """True / False when ``name`` is set to an on / off spelling, else None."""
+    value = os.environ.get(name, "").strip().lower()
+    return True if value in ON else False if value in OFF else None

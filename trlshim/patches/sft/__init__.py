@@ -1,0 +1,51 @@
+"""The SFT wing: ``SFTTrainer.__init__`` as one ordered pipeline of steps, plus SFT's other rows.
+
+``STEPS`` is the order (outermost first): argument translation sees the user's call, kernel
+routing sees the final arguments and the built trainer. Moving an import line changes nothing.
+Other rows of this wing: ``SFTConfig`` field names (``config``), the injected legacy ``SFTConfig``
+and ``DataCollatorForCompletionOnlyLM``, the optimizer groups of ``embedding_learning_rate``, the
+RoPE router and TRL's metrics under the fused head (``kernel_routing``).
+"""
+from __future__ import annotations
+
+from ...pipeline import Pipeline, register, step
+from . import arguments, collators, config, embedding_lr, formatting, kernel_routing, loss_masks, packing
+from .facts import FACTS
+
+STEPS = (
+    step("sft.arguments", ">=0.7", "accept every release's SFTTrainer arguments (tokenizer/processing_class, SFT "
+         "options on trainer or config, TrainingArguments as SFTConfig)", arguments.translate,
+         expects=arguments.expects),
+    step("sft.text_field_default", "<0.12", "dataset_text_field='text' where the release has no default and would "
+         "refuse the call", arguments.text_field_default),
+    step("sft.loss_masks", "<0.19", "completion_only_loss (TRL 0.17) and assistant_only_loss (TRL 0.19) on releases "
+         "that predate them", loss_masks.emulate),
+    step("sft.formatting.legacy", "<0.15", "formatting_func in both shapes, any dataset_text_field, chat datasets "
+         "rendered with the chat template", formatting.legacy),
+    step("sft.formatting.text_column", ">=0.15", "formatting_func in both shapes, any dataset_text_field, ShareGPT "
+         "turns as messages", formatting.text_column),
+    step("sft.packing.strategy", "<0.19", "packing_strategy accepted and checked where the release has one packing",
+         packing.strategy),
+    step("sft.auto_padding_free", ">=0.7", "trlshim's automatic padding-free where it is safe and faster",
+         packing.auto_padding_free),
+    step("sft.padding_free.emulated", "<0.16", "padding_free=True through trlshim's flattening collator",
+         packing.padding_free_emulated),
+    step("sft.padding_free.cap", ">=1.0", "padding_free without packing keeps its max_length (TRL refuses the "
+         "combination)", packing.padding_free_cap),
+    step("sft.padding_free.position_ids", ">=0.19,<0.23", "packed rows keep per-example position_ids without flash "
+         "attention", packing.position_ids),
+    step("sft.collators.completion_only", ">=0.20", "the injected DataCollatorForCompletionOnlyLM refuses packing as "
+         "TRL <= 0.14 did", collators.refuse_packing),
+    step("sft.kernels", ">=0.7", "route the model's compute to trlshim's Triton kernels (CUDA); stand in for a "
+         "missing Liger", kernel_routing.route),
+)
+
+PIPELINE = register(Pipeline(
+    name="sft.pipeline", trainer="SFTTrainer", module="trl.trainer.sft_trainer", attribute="SFTTrainer.__init__",
+    reason="SFTTrainer calls of every release, with their meaning: the ordered SFT steps",
+    steps=STEPS, config_class=arguments.installed_config_class, positional=arguments.LEADING, facts=FACTS,
+    legacy_config=config.legacy_config_class, new_config=arguments.new_config, own_options=config.shim_options,
+    set_own_option=config.set_own_option,
+))
+
+__all__ = ["PIPELINE", "STEPS", "config", "embedding_lr"]

@@ -1,0 +1,157 @@
+"""SFTTrainer's arguments across releases (TRL 0.7 → 1.16 style calls on TRL 0.8 → 1.16).
+
+- ``tokenizer=`` <-> ``processing_class=`` (renamed in 0.12, alias removed in 0.16).
+- SFT options given to the trainer (``max_seq_length``, ``packing``, ``dataset_text_field``, ...)
+  go onto a *copy* of the config where the release has SFTConfig (the trainer kwargs were
+  deprecated in 0.9 and removed in 0.13); on TRL < 0.9, fields of trlshim's SFTConfig go to the
+  trainer kwargs instead. Keyword arguments win over the config, as they did in 0.9-0.12.
+- A plain ``TrainingArguments`` becomes the release's SFTConfig with the same values (TRL
+  0.15-0.27 raise KeyError on transformers 5 when they convert it themselves).
+- Positional arguments are accepted up to ``processing_class``/``tokenizer`` (index 5), the
+  positions every release agrees on; later positions differ between releases, so they must
+  be passed by keyword.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ... import report
+from ...translate import (
+    SFT_OPTIONS,
+    check_spelling_conflicts,
+    installed_label,
+    packing_strategy_value,
+    rename,
+    same_value,
+    unplaceable,
+)
+from . import config as sft_config
+
+# The positions every release agrees on; later positions must be keywords.
+LEADING = ("model", "args", "data_collator", "train_dataset", "eval_dataset", "processing_class")
+
+
+def installed_config_class():
+    """The release's SFTConfig, or trlshim's legacy class on TRL < 0.9."""
+    try:
+        from trl.trainer.sft_config import SFTConfig
+    except ImportError:
+        return sft_config.legacy_config_class()
+    return SFTConfig
+
+
+def new_config(call):
+    """The config the release would build itself when ``args`` is None (TRL's own output dir)."""
+    model = call.kwargs.get("model")
+    pattern = call.fact("default_output_dir", "tmp_trainer")
+    name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
+    return call.config_cls(output_dir=pattern.format(model_name=str(name).split("/")[-1] or "model"))
+
+
+def to_config(args, config_cls):
+    """A plain TrainingArguments (or another TA subclass) as ``config_cls`` with the same values."""
+    accepted = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in accepted}
+    report.translated(
+        f"args.{type(args).__name__}",
+        f"trlshim: SFTTrainer(args={type(args).__name__}) -> {config_cls.__name__} with the same values "
+        f"({installed_label()})",
+    )
+    return config_cls(**values)
+
+
+def place(call):
+    """Split the call's keyword arguments into (trainer kwargs, config fields) for the installed release.
+
+    SFT options go to the config wherever the release has one (they were deprecated on the
+    trainer in 0.9 and removed in 0.13); on TRL < 0.9 everything stays on the trainer.
+    """
+    check_spelling_conflicts(call.kwargs, "SFTTrainer()")
+    params, fields = call.params, call.config_fields
+    trainer_kw, config_kw = {}, {}
+    for name, value in call.kwargs.items():
+        sft_option = rename(name, SFT_OPTIONS) is not None or name not in params
+        on_config = rename(name, fields) if sft_option else None
+        target = None if on_config else rename(name, params)
+        if on_config:
+            report.translated(
+                f"SFTTrainer.{name}",
+                f"trlshim: SFTTrainer({name}=...) -> {call.config_cls.__name__}.{on_config} ({installed_label()})",
+            )
+            config_kw[on_config] = value
+        elif target is not None:
+            if target != name:
+                report.translated(
+                    f"SFTTrainer.{name}", f"trlshim: SFTTrainer({name}=...) -> {target}= ({installed_label()})"
+                )
+            trainer_kw[target] = value
+        else:
+            unplaceable(name, "SFTTrainer", set(params) | fields)
+    return trainer_kw, config_kw
+
+
+def _legacy_fields_to_kwargs(args, params, trainer_kw) -> None:
+    """TRL < 0.9: fields set on trlshim's SFTConfig become trainer kwargs (kwargs win)."""
+    for f in dataclasses.fields(type(args)):
+        if not getattr(type(args), "_trlshim_owned", {}).get(f.name) or f.name in sft_config.SHIM_FIELDS:
+            continue
+        if f.name in sft_config.EMULATED:
+            continue
+        value = getattr(args, f.name)
+        if same_value(value, f.default):
+            continue
+        target = rename(f.name, params)
+        if target is None:
+            raise TypeError(f"SFTConfig.{f.name} has no place in {installed_label()}'s SFTTrainer")
+        if target not in trainer_kw:  # kwargs win over the config, as in TRL 0.9-0.12
+            report.translated(
+                f"SFTConfig->SFTTrainer.{f.name}",
+                f"trlshim: SFTConfig.{f.name} -> SFTTrainer({target}=...) ({installed_label()} has no SFTConfig)",
+            )
+            trainer_kw[target] = value
+
+
+def translate(call) -> None:
+    """Step: every release's SFTTrainer arguments, placed where the installed release takes them."""
+    trainer_kw, config_kw = place(call)
+    call.kwargs = trainer_kw
+    cfg = call.args
+    if call.legacy:
+        if isinstance(cfg, call.config_cls):
+            _legacy_fields_to_kwargs(cfg, call.params, call.kwargs)
+        return
+    if cfg is not None and not isinstance(cfg, call.config_cls):
+        call.replace_config(to_config(cfg, call.config_cls))
+    if config_kw:
+        if "packing_strategy" in config_kw:
+            config_kw["packing_strategy"] = packing_strategy_value(config_kw["packing_strategy"])
+        cfg = call.writable_config()
+        for name, value in config_kw.items():
+            setattr(cfg, name, value)
+
+
+def _columns(dataset):
+    names = getattr(dataset, "column_names", None)
+    return set(names) if isinstance(names, (list, tuple)) else set()
+
+
+def text_field_default(call) -> None:
+    """Step: ``dataset_text_field="text"`` (TRL 0.12's default) where the release has none and would
+    refuse the call; filled only when the dataset has that column and no formatting_func is given."""
+    if call.get("dataset_text_field") is not None or call.kwargs.get("formatting_func") is not None:
+        return
+    if "text" not in _columns(call.kwargs.get("train_dataset")):
+        return
+    report.decided(
+        "default.dataset_text_field",
+        f"trlshim: dataset_text_field='text' (the default since TRL 0.12; {installed_label()} has none and would refuse)",
+    )
+    call.set("dataset_text_field", "text")
+
+
+def expects(init):
+    from ...pipeline import parameters
+
+    params = parameters(init)
+    missing = [p for p in ("model", "args", "train_dataset") if p not in params]
+    return f"SFTTrainer.__init__ lacks {missing}" if missing else None
