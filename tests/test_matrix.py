@@ -21,3 +21,43 @@ def test_constraints_agree_with_the_matrix():
 def test_tested_and_range_come_from_the_matrix():
     assert versions.TESTED["1.16.0"] == "5.19.0" and list(versions.TESTED) == list(versions.MATRIX)
     assert versions.TESTED_RANGE.contains("0.8.6") and not versions.TESTED_RANGE.contains("1.17.0")
+
+
+def test_the_trl_extra_declares_the_tested_range():
+    """pyproject's `trl` extra (what `pip install trlshim[trl]` resolves) is the range trlshim tests."""
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text()
+    spec = re.search(r'^trl = \["trl([^"]+)"\]', text, re.M).group(1)
+    from packaging.specifiers import SpecifierSet
+
+    assert SpecifierSet(spec) == versions.TESTED_RANGE
+
+
+def test_untested_release_warns_once_and_doctor_fails_on_a_known_bad_pair(monkeypatch, capsys):
+    import warnings
+
+    from packaging.version import Version
+
+    import trlshim
+    from trlshim import cli, report
+
+    import trl  # noqa: F401  (patch() applies now, not at trl's import)
+
+    monkeypatch.setenv("TRLSHIM_TRL_VERSION", "1.17.0")
+    report.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trlshim.patch()
+        trlshim.patch()
+    try:
+        msgs = [str(w.message) for w in caught if w.category is report.UntestedReleaseWarning]
+        assert len(msgs) == 1 and "1.17.0" in msgs[0] and "outside the tested range" in msgs[0]
+    finally:
+        monkeypatch.delenv("TRLSHIM_TRL_VERSION")
+        trlshim.patch()
+    assert not versions.outside_tested_range(Version("1.16.3")) and versions.outside_tested_range(Version("0.7.11"))
+    monkeypatch.setattr(versions, "installed", lambda name: Version("5.0.0") if name == "transformers"
+                        else Version("0.11.4") if name == "trl" else None)
+    assert cli.doctor() == 1
+    assert "KNOWN NOT TO WORK" in capsys.readouterr().out

@@ -76,7 +76,13 @@ def _patch_now() -> None:
         _remove_finder()
     # Not under _lock: apply_all may wait for another thread's import of a target module, and that
     # import ends in _TrlLoader.exec_module -> here (holding _lock while waiting would deadlock).
-    hooks.apply_all(registry.selected(versions.trl_version()))
+    trl = versions.trl_version()
+    hooks.apply_all(registry.selected(trl))
+    if versions.outside_tested_range(trl):
+        from . import report
+
+        report.untested_release(f"trlshim: TRL {trl} is outside the tested range (trl{versions.TESTED_RANGE}); "
+                                "patches for the newest known shapes are applied, each checking its target first")
 
 
 def patch() -> None:

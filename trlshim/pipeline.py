@@ -88,7 +88,6 @@ def lookup(facts: Sequence[Fact], name: str, default=None, trl: Optional[Version
     return default
 
 
-_SELECTED: dict = {}
 _RUNNING = contextvars.ContextVar("trlshim_pipeline_running", default=None)  # (pipeline name, instance id)
 
 
@@ -233,11 +232,11 @@ class Pipeline:
 
     def selected(self, trl: Optional[Version]) -> tuple:
         """The steps for release ``trl``, in pipeline order (cached: every trainer build asks)."""
-        key = (self.name, trl)
+        cache = self.__dict__.setdefault("_selected", {})  # per pipeline object (frozen: not a field)
         try:
-            return _SELECTED[key]
+            return cache[trl]
         except KeyError:
-            return _SELECTED.setdefault(key, tuple(s for s in self.steps if s.applies_to(trl)))
+            return cache.setdefault(trl, tuple(s for s in self.steps if s.applies_to(trl)))
 
     def shape_problem(self, target) -> Optional[str]:
         """Why ``target`` (the trainer's ``__init__``) does not have the shape every selected step needs."""

@@ -50,6 +50,16 @@ def translated(key: str, message: str) -> None:
         warnings.warn(message, TranslationWarning, stacklevel=4)
 
 
+class UntestedReleaseWarning(UserWarning):
+    """The installed TRL is outside the range trlshim is tested with (issued once per process)."""
+
+
+def untested_release(message: str) -> None:
+    if _first_time("untested_release", message):
+        logger.warning(message)
+        warnings.warn(message, UntestedReleaseWarning, stacklevel=4)
+
+
 def decided(key: str, message: str) -> None:
     """Announce a decision that is not a translation of the user's arguments (logged once, no warning)."""
     _first_time(key, message)

@@ -35,7 +35,14 @@ def _pin(specs: list, package: str) -> str:
 # The releases the nox matrix tests, each with the transformers it is pinned to.
 MATRIX = read_matrix((Path(__file__).parent / MATRIX_FILE).read_text())
 TESTED = {trl: _pin(specs, "transformers") for trl, specs in MATRIX.items()}
-TESTED_RANGE = SpecifierSet(f">={min(map(Version, TESTED))},<={max(map(Version, TESTED))}")
+_NEWEST = max(map(Version, TESTED))
+# The releases trlshim supports: from the oldest tested to the newest tested minor's patch releases
+# (pyproject's `trl` extra declares the same range; tests/test_matrix.py keeps them equal).
+TESTED_RANGE = SpecifierSet(f">={min(map(Version, TESTED))},<{_NEWEST.major}.{_NEWEST.minor + 1}")
+
+
+def outside_tested_range(trl: Optional[Version]) -> bool:
+    return trl is not None and not TESTED_RANGE.contains(release(trl), prereleases=True)
 
 # (TRL range, transformers range, why the pair fails). Checked in order by ``pair_problems``.
 KNOWN_BAD = (

@@ -96,14 +96,35 @@ def test_auto_padding_free_keeps_the_loss(tmp_path):
     print(decisions[0])
     off_rec, off = _run_with_losses(tmp_path / "b", ds, auto_padding_free=False)
     assert not _padding_free_calls(off_rec)
-    if "auto padding-free on" in decisions[0]:
+    if _safe_here():
+        assert "auto padding-free on" in decisions[0]
         assert _padding_free_calls(on_rec)
         assert max(len(ids) for ids, _ in helpers.fed_examples(on_rec)) <= 16
-    else:
-        assert not _padding_free_calls(on_rec)  # stays off, with a logged reason
-        assert ":" in decisions[0]
-    assert len(on) == len(off) == 2
-    assert on == pytest.approx(off, abs=1e-5)
+        assert len(on) == len(off) == 2
+        assert on == pytest.approx(off, abs=1e-5)  # the same loss as the padded run
+    else:  # stays off, for the reason that holds on this transformers
+        assert not _padding_free_calls(on_rec)
+        assert "auto padding-free off" in decisions[0]
+        assert "builds no block-diagonal mask" in decisions[0] or "unshifted labels" in decisions[0], decisions[0]
+
+
+def _safe_here() -> bool:
+    """Read off transformers itself (not trlshim's helpers): the eager model builds a block-diagonal mask
+    from position_ids (transformers >= 4.53's masking_utils) and the Trainer counts shifted labels."""
+    import inspect
+
+    import transformers
+    from transformers import Trainer
+
+    packed_mask = hasattr(getattr(transformers, "masking_utils", None), "find_packed_sequence_indices")
+    if not packed_mask:
+        try:
+            from transformers import masking_utils
+            packed_mask = hasattr(masking_utils, "find_packed_sequence_indices")
+        except ImportError:
+            packed_mask = False
+    fn = getattr(Trainer, "_get_num_items_in_batch", None)
+    return packed_mask and fn is not None and "1:]" in inspect.getsource(fn)
 
 
 def test_auto_padding_free_turned_off_by_env(tmp_path, monkeypatch):

@@ -172,6 +172,21 @@ def legacy_call(trainer_cls, output_dir, max_len=8):
         return ["error", f"{type(exc).__name__}: {exc}"]
 
 
+def positional_call(trainer_cls, output_dir, max_len=8):
+    """The legacy call with its first six arguments passed by position (model, args, data_collator,
+    train_dataset, eval_dataset, tokenizer), as 0.7-era scripts do."""
+    import helpers
+    from transformers import TrainingArguments
+
+    try:
+        trainer = trainer_cls(helpers.make_model(), TrainingArguments(**helpers.training_kwargs(output_dir)), None,
+                              helpers.text_dataset(n=8), None, fixtures(), dataset_text_field="text",
+                              max_seq_length=max_len)
+        return ["ok", fed_lengths(trainer)]
+    except Exception as exc:
+        return ["error", f"{type(exc).__name__}: {exc}"]
+
+
 def native_call(output_dir, max_len=8):
     """The installed release's own spelling (whatever it is), without trlshim's help."""
     import inspect

@@ -45,6 +45,10 @@ SCENARIO = """
     r["applied"] = hooks.applied()
     r["trainer_wrappers"] = trainer_init_wrappers()
     r["config_wrappers"] = config_init_wrappers()
+    try:  # no step may run in front of the reshaped __init__: it gets the call untouched
+        st.SFTTrainer(recipe="r")
+    except Exception as exc:
+        r["future_call"] = f"{type(exc).__name__}: {exc}"
     try:
         from trlshim import cli
     except ImportError:
@@ -66,6 +70,7 @@ SCENARIO = """
     r["second_wrappers"] = wrappers()
     out = tempfile.mkdtemp()
     r["second_legacy"] = legacy_call(trl.trainer.sft_trainer.SFTTrainer, out)
+    r["second_positional"] = positional_call(trl.trainer.sft_trainer.SFTTrainer, out)
     try:
         trl.trainer.sft_trainer.SFTTrainer(model=None, args=None, train_dataset=None, dataset_txt_field="x")
     except TypeError as exc:
@@ -100,7 +105,9 @@ def test_changed_shape_skips_with_one_warning(result):
     for name in named:
         assert sum(f"'{name}'" in w for w in result["skip_warnings"]) == 1, (name, result["skip_warnings"])
     assert len(result["skip_warnings"]) == len(named)
-    assert "sft.pipeline" not in result["trainer_wrappers"]  # the reshaped target is not translated
+    assert result["trainer_wrappers"] == []  # the reshaped target carries no trlshim layer at all
+    assert "step sft.arguments" in skipped["sft.pipeline"] and "whole SFTTrainer pipeline" in skipped["sft.pipeline"]
+    assert result["future_call"] == "RuntimeError: future init"  # no step ran in front of it
 
 
 def test_other_patches_still_apply(result):
@@ -131,4 +138,5 @@ def test_unknown_release_with_real_shapes_applies_everything(result):
     outcome, lengths = result["second_legacy"]
     assert outcome == "ok", lengths
     assert max(lengths) == 8
+    assert result["second_positional"] == result["second_legacy"]  # positionals bound by name, none dropped
     assert "dataset_text_field" in result["unknown_kwarg"] and result["versions"][1] in result["unknown_kwarg"]
