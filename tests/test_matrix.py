@@ -37,12 +37,11 @@ def test_the_trl_extra_declares_the_tested_range():
 def test_untested_release_warns_once_and_doctor_fails_on_a_known_bad_pair(monkeypatch, capsys):
     import warnings
 
+    import trl  # noqa: F401  (patch() applies now, not at trl's import)
     from packaging.version import Version
 
     import trlshim
     from trlshim import cli, report
-
-    import trl  # noqa: F401  (patch() applies now, not at trl's import)
 
     monkeypatch.setenv("TRLSHIM_TRL_VERSION", "1.17.0")
     report.reset()
