@@ -33,32 +33,102 @@ from .data import (
 COLUMN = "trlshim_text"  # where trlshim writes formatted text on TRL < 0.15
 
 
-def formatting_shape(func, example) -> str:
-    """"batched" or "example", decided on one example as TRL 0.15 does."""
+class FormattingFuncError(ValueError):
+    """The user's formatting_func raised on a row: their exception, with the row it came from."""
+
+
+def _returned(out) -> str:
+    return f"{type(out).__name__} {out!r}"[:120]
+
+
+def formatting_shape(func, example, row: int = 0) -> str:
+    """"batched" or "example", decided by what the function *returns*, never by an exception alone.
+
+    Called on the example: a string means per example, a list/tuple batched. When that call raises,
+    the function is tried on a batch of one; it is batched only if that returns a list of one string.
+    Otherwise the user's own exception is raised again, naming the row (a per-example function that
+    fails on one dirty row must not be taken for a batched one: TRL would then format every example
+    as its first character)."""
     try:
         out = func(example)
-    except Exception:
-        return "batched"
+    except Exception as exc:
+        try:
+            batch_out = func({k: [v] for k, v in example.items()})
+        except Exception:
+            batch_out = None
+        if isinstance(batch_out, (list, tuple)) and len(batch_out) == 1 and isinstance(batch_out[0], str):
+            return "batched"
+        raise FormattingFuncError(
+            f"formatting_func raised {type(exc).__name__}: {exc} on training row {row} (called with that example; "
+            f"trlshim calls it once to tell a per-example function from a batched one)"
+        ) from exc
     if isinstance(out, str):
         return "example"
     if isinstance(out, (list, tuple)):
         return "batched"
-    raise TypeError(f"formatting_func must return a string (or, batched, a list of strings); it returned {type(out)}")
+    raise TypeError(
+        f"formatting_func must return a string (or, batched, a list of strings); on training row {row} it returned "
+        f"{_returned(out)}"
+    )
 
 
 def per_example(func):
-    """A batched formatting function called on a batch of one."""
+    """A batched formatting function called on a batch of one: its one string, checked (never an index
+    into a string)."""
 
     def formatting_func(example):
-        return func({k: [v] for k, v in example.items()})[0]
+        out = func({k: [v] for k, v in example.items()})
+        if not isinstance(out, (list, tuple)) or len(out) != 1 or not isinstance(out[0], str):
+            raise TypeError(
+                "formatting_func was taken for a batched function (it returned a list on the first example), but on "
+                f"a batch of one it returned {_returned(out)}, not a list of one string"
+            )
+        return out[0]
 
     return formatting_func
 
 
+def returns_strings(func):
+    """A per-example formatting function whose every result is checked to be a string (TRL would train
+    on whatever came back, e.g. the text 'None')."""
+
+    def formatting_func(example):
+        out = func(example)
+        if not isinstance(out, str):
+            raise TypeError(f"formatting_func must return a string per example; it returned {_returned(out)}")
+        return out
+
+    return formatting_func
+
+
+def returns_string_lists(func):
+    """A batched formatting function (TRL 0.15-0.16 call it batched) whose results are checked."""
+
+    def formatting_func(batch):
+        out = func(batch)
+        if not all(isinstance(v, list) for v in batch.values()):
+            return out  # TRL's own shape probe on one example: its answer, unchanged
+        n = len(next(iter(batch.values()), []))
+        if isinstance(out, (list, tuple)) and len(out) == n and all(isinstance(t, str) for t in out):
+            return out
+        raise TypeError(f"formatting_func must return one string per example; for a batch of {n} it returned "
+                        f"{_returned(out)}")
+
+    return formatting_func
+
+
+def _checked(out, rows):
+    """The function's output for ``rows`` (indices), refused unless it is one string per row."""
+    if not isinstance(out, (list, tuple)) or len(out) != len(rows) or not all(isinstance(t, str) for t in out):
+        raise TypeError(f"formatting_func must return one string per example; for rows {rows[0]}-{rows[-1]} it "
+                        f"returned {_returned(out)}")
+    return list(out)
+
+
 def _materialize(dataset, func, shape):
     if shape == "batched":
-        return dataset.map(lambda batch: {COLUMN: list(func(batch))}, batched=True)
-    return dataset.map(lambda ex: {COLUMN: func(ex)})
+        return dataset.map(lambda batch, idx: {COLUMN: _checked(func(batch), idx)}, batched=True, with_indices=True)
+    return dataset.map(lambda ex, i: {COLUMN: _checked([func(ex)], [i])[0]}, with_indices=True)
 
 
 def _formatted_example(call, func):
@@ -97,6 +167,10 @@ def _per_example_func(call, func):
             "formatting.batched",
             f"trlshim: batched formatting_func called on batches of one ({installed_label()} calls it per example)",
         )
+    elif shape == "batched":
+        call.kwargs["formatting_func"] = returns_string_lists(func)
+    else:
+        call.kwargs["formatting_func"] = returns_strings(func)
     if call.get("dataset_text_field") != "text":
         call.set("dataset_text_field", "text")  # TRL >= 0.15 writes formatting_func's output to "text"
 
