@@ -85,6 +85,8 @@ def _prepare(patch, module):
         return f"{patch.module}.{patch.attribute.rsplit('.', 1)[0]} not found"
     if patch.kind == "inject":
         return owner, name, (patch.factory() if _own(owner, name) is _MISSING else None)
+    if patch.kind == "fields":
+        return owner, name, patch.factory()
     own = _own(owner, name)
     target = own if own is not _MISSING else getattr(owner, name, _MISSING)
     if target is _MISSING:
@@ -96,8 +98,57 @@ def _prepare(patch, module):
     return owner, name, None
 
 
+def alias_property(group, name):
+    """A property for the spelling ``name`` of a field: reads and writes the spelling the class has."""
+
+    def target(self):
+        fields = getattr(type(self), "__dataclass_fields__", {})
+        return next(n for n in group if n != name and n in fields)
+
+    prop = property(lambda self: getattr(self, target(self)), lambda self, v: setattr(self, target(self), v))
+    prop.__doc__ = f"trlshim: {name!r} is another spelling of this release's field ({' / '.join(group)})."
+    return prop
+
+
+def _set_recorded(patch, owner, name, value):
+    own = _own(owner, name)
+    setattr(owner, name, value)
+    _records.append((patch.name, owner, name, own, value))
+
+
+def _commit_fields(patch, cls, spec):
+    """A FIELDS row: fields the dataclass lacks, their annotations and class defaults, alias properties."""
+    if "_trlshim_injected_fields" in vars(cls):
+        return
+    have = dict(getattr(cls, "__dataclass_fields__", {}))
+    import dataclasses
+
+    new = {n: (t, d) for n, t, d in spec.fields if n not in have}
+    if new:  # fully formed Field objects, made by dataclasses itself on a throwaway class
+        made = dataclasses.make_dataclass("_trlshim_fields", [(n, t, dataclasses.field(default=d))
+                                                              for n, (t, d) in new.items()])
+        _set_recorded(patch, cls, "__dataclass_fields__", {**have, **made.__dataclass_fields__})
+        annotations = dict(getattr(cls, "__annotations__", {}))
+        _set_recorded(patch, cls, "__annotations__", {**annotations, **{n: t for n, (t, _) in new.items()}})
+        for n, (_, d) in new.items():
+            _set_recorded(patch, cls, n, d)
+    _set_recorded(patch, cls, "_trlshim_injected_fields", frozenset(new))
+    fields = set(have) | set(new)
+    for group in spec.aliases:
+        if not any(n in fields for n in group):
+            continue
+        for n in group:
+            if n not in fields and not hasattr(cls, n):
+                _set_recorded(patch, cls, n, alias_property(group, n))
+
+
 def _commit(patch, owner, name, obj):
     """Apply ``patch`` (under the lock; imports nothing except in a rare re-injection race)."""
+    if patch.kind == "fields":
+        target = _own(owner, name)
+        if target is _MISSING or not isinstance(target, type):
+            return _skip(patch, f"{patch.module}.{patch.attribute} is not a class")
+        return _commit_fields(patch, target, obj)
     if patch.kind == "inject":
         current = _own(owner, name)
         if current is not _MISSING:
@@ -218,7 +269,7 @@ def undo_all() -> None:
 def applied() -> list:
     """Names of the patches in place now, in the order they were applied."""
     with _lock:
-        return [r[0] for r in _records]
+        return list(dict.fromkeys(r[0] for r in _records))  # a FIELDS row records several changes
 
 
 def skipped() -> dict:

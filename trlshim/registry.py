@@ -17,6 +17,18 @@ from .versions import release
 
 WRAP = "wrap"  # wrap the existing attribute in place (wrapt.FunctionWrapper)
 INJECT = "inject"  # set an attribute the module lacks; removed again on unpatch
+FIELDS = "fields"  # add dataclass fields (and alias properties) to a class; removed again on unpatch
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """What a FIELDS row adds to a dataclass: ``fields`` (name, type, default) it lacks, so every copy
+    path (``dataclasses.replace``, ``to_dict`` -> constructor, ``HfArgumentParser``) carries them; and
+    ``aliases``: groups of spellings of one field, each missing spelling a property reading and writing
+    the spelling the class has (late edits such as ``cfg.max_seq_length = 8`` reach the real field)."""
+
+    fields: tuple = ()
+    aliases: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +40,7 @@ class Patch:
     reason: str
     kind: str = WRAP
     wrapper: Optional[Callable] = None  # wrapt wrapper(wrapped, instance, args, kwargs)
-    factory: Optional[Callable[[], object]] = None  # builds the injected object
+    factory: Optional[Callable[[], object]] = None  # builds the injected object (FIELDS: a FieldSpec)
     expects: Optional[Callable[[object], Optional[str]]] = None  # returns why the target has the wrong shape
     optional: bool = False  # a missing target is normal (e.g. a trainer some releases lack)
 

@@ -167,8 +167,10 @@ def unplaceable(name: str, owner: str, valid) -> None:
 
 
 def init_fields(cls) -> set:
-    """Names a dataclass config accepts in its constructor."""
-    return {f.name for f in dataclasses.fields(cls) if f.init}
+    """Names a dataclass config accepts in its constructor (not the fields trlshim added to it while
+    patched: those are trlshim's options, handled beside the constructor)."""
+    added = getattr(cls, "_trlshim_injected_fields", frozenset())
+    return {f.name for f in dataclasses.fields(cls) if f.init and f.name not in added}
 
 
 def config_kwargs(cls, kwargs: dict, emulated=()) -> tuple:

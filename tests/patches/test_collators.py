@@ -132,3 +132,28 @@ def test_unpatch_removes_the_injected_collator():
     finally:
         trlshim.patch()
     assert hasattr(trl.trainer.utils, "DataCollatorForCompletionOnlyLM")
+
+
+def test_template_never_found_is_refused_not_trained_at_loss_zero(tmp_path):
+    """Issue 9 item 5: trlshim's collator (TRL >= 0.20) refuses a batch in which no token carries a label,
+    naming the template and its tokens, and warns once, not once per example; nothing is trained."""
+    import warnings
+
+    from datasets import Dataset
+    from trl import DataCollatorForCompletionOnlyLM
+
+    if TRL < Version("0.20"):
+        pytest.skip("TRL < 0.20 has its own DataCollatorForCompletionOnlyLM (it trains at loss 0, as it always did)")
+    tok = helpers.make_tokenizer()
+    collator = DataCollatorForCompletionOnlyLM("### Answer:", tokenizer=tok, mlm=False)
+    model = helpers.make_model()
+    rec = helpers.Recorder(model)
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(ValueError) as err:
+        warnings.simplefilter("always")
+        helpers.run_sft(tmp_path, Dataset.from_list(_rows()), tokenizer=tok, model=model, data_collator=collator,
+                        formatting_func=formatting_prompts_func, packing=False, max_length=64)
+    rec.remove()
+    assert rec.calls == []  # never reached the model
+    msg = str(err.value)
+    assert "'### Answer:'" in msg and str(tok.encode("### Answer:", add_special_tokens=False)) in msg
+    assert sum("Could not find response key" in str(w.message) for w in caught) == 1

@@ -122,7 +122,7 @@ def test_doctor_lists_skipped_patch(result):
     if result["doctor"] is None:
         pytest.skip("trlshim.cli (doctor) does not exist yet; hooks.skipped() is checked above")
     rc, text = result["doctor"]
-    assert rc == 0
+    assert rc == (1 if "KNOWN NOT TO WORK" in text else 0)  # TRL "2.0" with transformers 4.x is a known-bad pair
     assert "skipped patches" in text
     section = text.split("skipped patches", 1)[1]
     assert "sft.pipeline" in section

@@ -61,17 +61,41 @@ def completion_only_collator_class():
             self.padding_free = padding_free
 
         def _missing(self, what, template, ids):
+            """One example without its template: counted; one warning per collator (TRL warned per example)."""
+            self._missed = getattr(self, "_missed", 0) + 1
+            if getattr(self, "_warned", False):
+                return
+            self._warned = True
             warnings.warn(
                 f"Could not find {what} key `{template}` in the following instance: {self.tokenizer.decode(ids)}. "
                 "This instance will be ignored in loss calculation. Note, if this happens often, consider "
-                "increasing the `max_length`.",
+                "increasing the `max_length`. (trlshim: warned once; later instances are counted, not shown)",
                 UserWarning,
                 stacklevel=2,
+            )
+
+        def _no_labels(self, batch):
+            """A batch in which no token carries loss would train on nothing and report loss 0: refused."""
+            ids = batch["input_ids"][0].tolist()
+            template = list(self.response_token_ids)
+            raise ValueError(
+                f"DataCollatorForCompletionOnlyLM: no token of this batch carries a label - the response template "
+                f"{self.response_template!r} was not found in any example. It tokenizes as {template} "
+                f"{self.tokenizer.convert_ids_to_tokens(template)}; the first example tokenizes as "
+                f"{self.tokenizer.convert_ids_to_tokens(ids[:48])}{' ...' if len(ids) > 48 else ''}. A template "
+                "inside a sentence often tokenizes differently than alone: pass the token ids it has in context "
+                "(response_template=[...]), or fix the template (trlshim's collator)"
             )
 
         def torch_call(self, examples):
             if examples and isinstance(examples[0], dict):  # new TRL adds columns: the labels are ours to build
                 examples = [{k: v for k, v in ex.items() if k in KEEP} for ex in examples]
+            batch = self._labelled(examples)
+            if not (batch["labels"] != self.ignore_index).any():
+                self._no_labels(batch)
+            return batch
+
+        def _labelled(self, examples):
             batch = super().torch_call(examples)
             labels = batch["labels"]
             response = list(self.response_token_ids)

@@ -19,7 +19,8 @@ import functools
 from typing import Any, Dict, Optional
 
 from ... import report
-from ...registry import INJECT, row
+from ...hooks import alias_property
+from ...registry import FIELDS, INJECT, FieldSpec, row
 from ...translate import config_kwargs, installed_label
 
 # Options trlshim implements itself on releases that lack them (filled by the semantics patches).
@@ -48,9 +49,36 @@ LEGACY_FIELDS = (
 )
 
 
+# Types of trlshim's own and emulated options, for the fields added to the installed SFTConfig (the
+# command-line parser needs them).
+OPTION_TYPES = {
+    "embedding_learning_rate": Optional[float], "auto_padding_free": Optional[bool],
+    "use_trlshim_kernels": Optional[bool], "completion_only_loss": Optional[bool], "assistant_only_loss": bool,
+    "packing_strategy": Optional[str], "padding_free": bool,
+}
+# Spellings of one SFTConfig field across releases: the missing spelling reads and writes the real one.
+FIELD_ALIASES = (("max_length", "max_seq_length"), ("use_liger_kernel", "use_liger"))
+
+
+def _own_names(cls) -> set:
+    """trlshim's options that are dataclass fields of ``cls`` (our classes, or added to TRL's while patched)."""
+    return set(getattr(cls, "_trlshim_owned", {})) | set(getattr(cls, "_trlshim_injected_fields", ()))
+
+
+def native_fields(cls) -> set:
+    """The fields the installed release itself has (not those trlshim added)."""
+    return set(getattr(cls, "__dataclass_fields__", {})) - set(getattr(cls, "_trlshim_injected_fields", ()))
+
+
+def field_spec() -> FieldSpec:
+    options = {**EMULATED, **SHIM_FIELDS}
+    return FieldSpec(fields=tuple((n, OPTION_TYPES.get(n, Any), d) for n, d in options.items()),
+                     aliases=FIELD_ALIASES)
+
+
 def set_own_option(config, name: str, value) -> None:
     """Set one of trlshim's own or emulated options on ``config`` (a field of our classes, else an extra)."""
-    if name in getattr(type(config), "_trlshim_owned", {}):
+    if name in _own_names(type(config)):
         setattr(config, name, value)
     else:
         config._trlshim_extra = dict(getattr(config, "_trlshim_extra", None) or {}, **{name: value})
@@ -59,7 +87,7 @@ def set_own_option(config, name: str, value) -> None:
 def shim_options(config) -> dict:
     """Options trlshim handles itself that ``config`` carries (fields of our classes or extras)."""
     out = dict(getattr(config, "_trlshim_extra", None) or {})
-    for name in getattr(type(config), "_trlshim_owned", {}):  # fields of trlshim's own config classes
+    for name in _own_names(type(config)):  # fields of trlshim's own config classes, or added to TRL's
         if name not in out and (name in SHIM_FIELDS or name in EMULATED):
             out[name] = getattr(config, name)
     return out
@@ -76,9 +104,10 @@ def _bf16_unsupported(kwargs) -> bool:
 
 
 def _defaults(cls, kwargs: dict) -> dict:
-    """Changed defaults that would make old code crash (see module docstring)."""
+    """Changed defaults that would make old code crash (see module docstring). ``bf16=None`` is unset
+    (what ``HfArgumentParser`` passes when the command line does not say)."""
     field = getattr(cls, "__dataclass_fields__", {}).get("bf16")
-    if field is not None and field.default is not False and "bf16" not in kwargs and not kwargs.get("fp16"):
+    if field is not None and field.default is not False and kwargs.get("bf16") is None and not kwargs.get("fp16"):
         if _bf16_unsupported(kwargs):
             report.decided(
                 "default.bf16",
@@ -101,8 +130,13 @@ def _init_wrapper(wrapped, instance, args, kwargs):
         return wrapped(*args, **kwargs)
     native, extra = translate(cls, kwargs)
     result = wrapped(*args, **native)
-    if extra:
-        instance._trlshim_extra = extra
+    own = _own_names(cls)
+    for name, value in extra.items():
+        if name in own:
+            setattr(instance, name, value)  # a field: replace(), to_dict() and pickle carry it
+    rest = {k: v for k, v in extra.items() if k not in own}
+    if rest:
+        instance._trlshim_extra = rest
     return result
 
 
@@ -127,11 +161,18 @@ def build_config_class(base, name="SFTConfig", fields=()):
     accepts every release's spelling. Used for trlshim.SFTConfig and for TRL < 0.9."""
     have = set(getattr(base, "__dataclass_fields__", {}))
     specs = [(n, t, dataclasses.field(default=d)) for n, t, d in fields if n not in have]
-    extra = [(n, Any, dataclasses.field(default=d)) for n, d in {**EMULATED, **SHIM_FIELDS}.items() if n not in have]
+    extra = [(n, OPTION_TYPES.get(n, Any), dataclasses.field(default=d))
+             for n, d in {**EMULATED, **SHIM_FIELDS}.items() if n not in have]
     cls = dataclasses.make_dataclass(name, specs + extra, bases=(base,))
     cls.__module__ = "trlshim"
     cls._trlshim_owned = {n: True for n, _, _ in specs + extra}
     cls.__init__ = _translating_init(cls.__init__)
+    all_fields = set(cls.__dataclass_fields__)
+    for group in FIELD_ALIASES:  # other releases' spellings of a field, as properties of the real one
+        if any(n in all_fields for n in group):
+            for n in group:
+                if n not in all_fields and not hasattr(cls, n):
+                    setattr(cls, n, alias_property(group, n))
     return cls
 
 
@@ -149,6 +190,12 @@ row(
     "sft_config.fields", "trl.trainer.sft_config", "SFTConfig.__init__", ">=0.9",
     "accept every release's SFTConfig field names; keep bf16 runnable where TRL >= 0.19 defaults it on",
     wrapper=_init_wrapper, expects=_expects_dataclass_init,
+)
+row(
+    "sft_config.own_fields", "trl.trainer.sft_config", "SFTConfig", ">=0.9",
+    "trlshim's options as real fields (they survive replace/to_dict/pickle/the CLI parser); legacy spellings "
+    "as properties of the real field",
+    kind=FIELDS, factory=field_spec,
 )
 for _module in ("trl", "trl.trainer"):
     row(

@@ -1,0 +1,108 @@
+"""Issue 9 items 2, 3 and 9: what the user put on a config survives every copy path the ecosystem uses
+(``dataclasses.replace``, ``to_dict`` -> constructor, ``deepcopy``, ``pickle``, ``HfArgumentParser``),
+late attribute edits in any release's spelling reach the field the installed release reads, and the
+command-line parser keeps trlshim's CPU bf16 default."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+
+import helpers
+import pytest
+
+from trlshim.patches.sft import config as sft_config
+
+VALUES = {bool: True, float: 0.125, str: "wrapped"}
+
+
+def _copies():
+    from transformers import HfArgumentParser
+
+    def parser_dict(c):
+        return HfArgumentParser(type(c)).parse_dict({k: v for k, v in c.to_dict().items() if k in _OWN}
+                                                    | {"output_dir": c.output_dir})[0]
+
+    def parser_cli(c):
+        argv = []
+        for k, v in c.to_dict().items():
+            if v is not None and isinstance(v, (bool, int, float, str)) and k in _OWN:
+                argv += [f"--{k}", str(v)]
+        return HfArgumentParser(type(c)).parse_args_into_dataclasses(argv + ["--output_dir", c.output_dir])[0]
+
+    def to_dict(c):  # transformers masks every `*_token` value as "<NAME>" (hub tokens): not ours to restore
+        return type(c)(**{k: v for k, v in c.to_dict().items() if not (k.endswith("_token") and v == f"<{k.upper()}>")})
+
+    return {"replace": dataclasses.replace, "to_dict": to_dict, "deepcopy": copy.deepcopy,
+            "pickle": lambda c: pickle.loads(pickle.dumps(c)), "parser_dict": parser_dict, "parser_cli": parser_cli}
+
+
+def _value(name):
+    t = sft_config.OPTION_TYPES[name]
+    base = next(b for b in (bool, float, str) if t is b or b in getattr(t, "__args__", ()))
+    default = {**sft_config.EMULATED, **sft_config.SHIM_FIELDS}[name]
+    return (not default) if base is bool else VALUES[base]
+
+
+_OWN = sorted(set(sft_config.OPTION_TYPES))
+
+
+@pytest.mark.parametrize("how", ["replace", "to_dict", "deepcopy", "pickle", "parser_dict", "parser_cli"])
+def test_own_options_survive_every_copy(tmp_path, how):
+    import trl
+
+    native = sft_config.native_fields(trl.SFTConfig)
+    names = [n for n in _OWN if n not in native]  # the options trlshim carries on this release
+    cfg = trl.SFTConfig(**helpers.training_kwargs(tmp_path), **{n: _value(n) for n in names})
+    out = _copies()[how](cfg)
+    assert {n: getattr(out, n) for n in names} == {n: _value(n) for n in names}
+
+
+@pytest.mark.parametrize("how", ["replace", "to_dict", "pickle"])
+def test_assistant_only_loss_survives_a_copy_by_what_is_trained(tmp_path, how):
+    """The observed failure: the copy lost the option and the model trained on user turns."""
+    import trl
+    from datasets import Dataset
+
+    tok = helpers.make_tokenizer()
+    cfg = trl.SFTConfig(**helpers.training_kwargs(tmp_path, max_steps=1), max_length=128, assistant_only_loss=True,
+                        auto_padding_free=False)
+    cfg = _copies()[how](cfg)
+    model = helpers.make_model()
+    rec = helpers.Recorder(model)
+    trl.SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(helpers.chat_rows()),
+                   processing_class=tok).train()
+    rec.remove()
+    user = tok.convert_tokens_to_ids("<|user|>")
+    for ids, labels in helpers.fed_examples(rec):
+        labelled = [t for t, lab in zip(ids, labels) if lab != -100]
+        assert labelled and user not in labelled and len(labelled) < len(ids) - 2  # the user turns carry no loss
+
+
+@pytest.mark.parametrize("spelling", ["max_seq_length", "max_length"])
+def test_late_edit_in_any_spelling_reaches_the_field(tmp_path, spelling):
+    import trl
+
+    cfg = trl.SFTConfig(**helpers.training_kwargs(tmp_path), dataset_text_field="text", auto_padding_free=False)
+    setattr(cfg, spelling, 8)
+    assert cfg.max_seq_length == cfg.max_length == 8
+    trainer = trl.SFTTrainer(model=helpers.make_model(), args=cfg, train_dataset=helpers.text_dataset(8),
+                             processing_class=helpers.make_tokenizer())
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["input_ids"].shape[1] <= 8
+
+
+def test_parser_keeps_the_cpu_bf16_default(tmp_path, monkeypatch):
+    """HfArgumentParser passes bf16=None when the command line does not say: that is 'unset'."""
+    import trl
+    from transformers import HfArgumentParser
+
+    field = trl.SFTConfig.__dataclass_fields__.get("bf16")
+    if field is None or field.default is False:
+        pytest.skip("this release does not default bf16 on")
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    if is_torch_bf16_gpu_available():
+        pytest.skip("bf16 is supported here")
+    (cfg,) = HfArgumentParser(trl.SFTConfig).parse_args_into_dataclasses(["--output_dir", str(tmp_path)])
+    assert cfg.bf16 is False
