@@ -91,22 +91,24 @@ def place(call):
 
 
 def _legacy_fields_to_kwargs(args, params, trainer_kw) -> None:
-    """TRL < 0.9: fields set on trlshim's SFTConfig become trainer kwargs (kwargs win)."""
-    for f in dataclasses.fields(type(args)):
-        if not getattr(type(args), "_trlshim_owned", {}).get(f.name) or f.name in sft_config.SHIM_FIELDS:
+    """TRL < 0.9: fields set on trlshim's SFTConfig become trainer kwargs (kwargs win). Also read off a
+    TrainingArguments that carries them as plain attributes (trlshim's config, pickled: a checkpoint's
+    ``training_args.bin`` loads as the release's own class, so it loads without trlshim too)."""
+    owned = getattr(type(args), "_trlshim_owned", {})
+    native = getattr(type(args), "__dataclass_fields__", {})
+    for name, _, default in sft_config.LEGACY_FIELDS:
+        if not (owned.get(name) or (name in vars(args) and name not in native)):
             continue
-        if f.name in sft_config.EMULATED:
+        value = getattr(args, name)
+        if same_value(value, default):
             continue
-        value = getattr(args, f.name)
-        if same_value(value, f.default):
-            continue
-        target = rename(f.name, params)
+        target = rename(name, params)
         if target is None:
-            raise TypeError(f"SFTConfig.{f.name} has no place in {installed_label()}'s SFTTrainer")
+            raise TypeError(f"SFTConfig.{name} has no place in {installed_label()}'s SFTTrainer")
         if target not in trainer_kw:  # kwargs win over the config, as in TRL 0.9-0.12
             report.translated(
-                f"SFTConfig->SFTTrainer.{f.name}",
-                f"trlshim: SFTConfig.{f.name} -> SFTTrainer({target}=...) ({installed_label()} has no SFTConfig)",
+                f"SFTConfig->SFTTrainer.{name}",
+                f"trlshim: SFTConfig.{name} -> SFTTrainer({target}=...) ({installed_label()} has no SFTConfig)",
             )
             trainer_kw[target] = value
 
@@ -117,7 +119,7 @@ def translate(call) -> None:
     call.kwargs = trainer_kw
     cfg = call.args
     if call.legacy:
-        if isinstance(cfg, call.config_cls):
+        if cfg is not None:
             _legacy_fields_to_kwargs(cfg, call.params, call.kwargs)
         return
     if cfg is not None and not isinstance(cfg, call.config_cls):

@@ -14,6 +14,8 @@ itself where TRL lacks it.
 """
 from __future__ import annotations
 
+import copy
+import copyreg
 import dataclasses
 import functools
 from typing import Any, Dict, Optional
@@ -87,6 +89,11 @@ def set_own_option(config, name: str, value) -> None:
 def shim_options(config) -> dict:
     """Options trlshim handles itself that ``config`` carries (fields of our classes or extras)."""
     out = dict(getattr(config, "_trlshim_extra", None) or {})
+    state = getattr(config, "__dict__", {})
+    native = native_fields(type(config))
+    for name in {**EMULATED, **SHIM_FIELDS}:  # plain attributes: a pickled trlshim config, loaded as TRL's class
+        if name in state and name not in native:
+            out[name] = state[name]
     for name in _own_names(type(config)):  # fields of trlshim's own config classes, or added to TRL's
         if name not in out and (name in SHIM_FIELDS or name in EMULATED):
             out[name] = getattr(config, name)
@@ -156,6 +163,29 @@ def _translating_init(init):
     return __init__
 
 
+def _pickled_as_base(self, protocol):
+    """Pickled as the nearest class that is not trlshim's (TRL's SFTConfig, or TrainingArguments on TRL < 0.9)
+    with the same attributes: a checkpoint's ``training_args.bin`` loads without trlshim (trlshim's own
+    options are then plain attributes; with trlshim, the trainer reads them back)."""
+    base = next(c for c in type(self).__mro__ if c.__module__ != "trlshim" and dataclasses.is_dataclass(c))
+    # copyreg._reconstructor is what pickle itself uses for protocols < 2 (torch.save writes protocol 2,
+    # where __newobj__ must name the object's own class)
+    return copyreg._reconstructor, (base, object, None), dict(self.__dict__)
+
+
+def _copy(self):  # copies keep trlshim's class (pickling alone goes to the base class)
+    new = object.__new__(type(self))
+    new.__dict__.update(self.__dict__)
+    return new
+
+
+def _deepcopy(self, memo):
+    new = object.__new__(type(self))
+    memo[id(self)] = new
+    new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+    return new
+
+
 def build_config_class(base, name="SFTConfig", fields=()):
     """A dataclass subclass of ``base`` adding ``fields`` (name, type, default) whose constructor
     accepts every release's spelling. Used for trlshim.SFTConfig and for TRL < 0.9."""
@@ -167,6 +197,9 @@ def build_config_class(base, name="SFTConfig", fields=()):
     cls.__module__ = "trlshim"
     cls._trlshim_owned = {n: True for n, _, _ in specs + extra}
     cls.__init__ = _translating_init(cls.__init__)
+    cls.__reduce_ex__ = _pickled_as_base
+    cls.__copy__ = _copy
+    cls.__deepcopy__ = _deepcopy
     all_fields = set(cls.__dataclass_fields__)
     for group in FIELD_ALIASES:  # other releases' spellings of a field, as properties of the real one
         if any(n in all_fields for n in group):
