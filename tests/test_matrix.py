@@ -60,3 +60,18 @@ def test_untested_release_warns_once_and_doctor_fails_on_a_known_bad_pair(monkey
                         else Version("0.11.4") if name == "trl" else None)
     assert cli.doctor() == 1
     assert "KNOWN NOT TO WORK" in capsys.readouterr().out
+
+
+def test_doctor_names_a_missing_dependency_a_release_needs(monkeypatch, capsys):
+    """Issue 9 item 11: TRL 1.15 without triton fails at the first step inside TRL; doctor says so and exits 1."""
+    from packaging.version import Version
+
+    from trlshim import cli
+
+    real = versions.installed
+    monkeypatch.setattr(versions, "installed", lambda name: None if name == "triton" else real(name))
+    monkeypatch.setenv("TRLSHIM_TRL_VERSION", "1.15.0")
+    assert versions.dependency_problems(Version("1.15.0")) and not versions.dependency_problems(Version("1.16.0"))
+    assert cli.doctor() == 1
+    out = capsys.readouterr().out
+    assert "pip install triton" in out and "loss_type='nll'" in out

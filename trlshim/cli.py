@@ -31,6 +31,10 @@ def doctor(_args=None) -> int:
         print(f"pair: TRL {trl} + transformers {tf} is tested by the trlshim matrix")
     else:
         print(f"pair: TRL {trl} + transformers {tf} is not in the matrix (no known problem)")
+    missing = versions.dependency_problems(trl)
+    for why, fix in missing:
+        print(f"KNOWN NOT TO WORK here: {why}; fix: {fix}")
+    problems = problems + [why for why, _ in missing]
     if trl is None:
         return 1
     _import_trl_targets()

@@ -91,6 +91,7 @@ OPTION_TYPES = {
     "packing": ("a bool", (bool,)),
     "eval_packing": ("a bool or None", (bool, type(None))),
     "dataset_text_field": ("a str or None", (str, type(None))),
+    "dataset_num_proc": ("an int or None", (numbers.Integral, type(None))),
 }
 
 
@@ -110,16 +111,19 @@ def check_option_types(kwargs: dict, where: str) -> None:
             )
 
 
-def check_spelling_conflicts(kwargs: dict, where: str) -> None:
-    """Both spellings of one option with different values is an error, never a silent pick.
+def check_spelling_conflicts(kwargs: dict, where: str, accepted=()) -> None:
+    """Both spellings of one option with different values is an error, never a silent pick; the message
+    names the spelling the installed release accepts (``accepted``: its parameters / fields).
     Values of the options in ``OPTION_TYPES`` must have the documented type."""
     check_option_types(kwargs, where)
     for group in SPELLINGS:
         given = [n for n in group if n in kwargs]
         if len(given) > 1 and not all(same_value(kwargs[given[0]], kwargs[n]) for n in given[1:]):
+            installed = rename(given[0], accepted)
+            spelled = f"{installed_label()} spells it {installed!r}" if installed else f"{installed_label()} has neither"
             raise TypeError(
                 f"{where} got both {given[0]!r} and {given[1]!r} with different values; they are two spellings "
-                f"of one option ({installed_label()} spells it {given[0]!r}): pass only one"
+                f"of one option ({spelled}): pass only one"
             )
 
 
@@ -181,7 +185,7 @@ def config_kwargs(cls, kwargs: dict, emulated=()) -> tuple:
     """
     fields = init_fields(cls)
     where = f"{cls.__name__}()"
-    check_spelling_conflicts(kwargs, where)
+    check_spelling_conflicts(kwargs, where, fields)
     native, extra = {}, {}
     for name, value in kwargs.items():
         target = rename(name, fields)

@@ -79,6 +79,22 @@ def trl_in(spec: str) -> bool:
     return v is not None and SpecifierSet(spec).contains(release(v), prereleases=True)
 
 
+# (TRL range, an optional package that release needs, why, the fix). Checked by ``dependency_problems``.
+NEEDS = (
+    ("==1.15.*", "triton", "TRL 1.15 computes its default loss with a Triton kernel (_ChunkedLogProbFunction is None "
+     "without triton: 'NoneType' object has no attribute 'apply' at the first step)",
+     "pip install triton, or set SFTConfig(loss_type='nll')"),
+)
+
+
+def dependency_problems(trl: Optional[Version]) -> list:
+    """(why, fix) for optional packages the installed TRL release needs and this environment lacks."""
+    if trl is None:
+        return []
+    return [(why, fix) for spec, package, why, fix in NEEDS
+            if SpecifierSet(spec).contains(release(trl)) and installed(package) is None]
+
+
 def pair_problems(trl: Optional[Version], transformers: Optional[Version]) -> list:
     """Reasons why this TRL/transformers pair is known not to work (empty when none is known)."""
     if trl is None or transformers is None:

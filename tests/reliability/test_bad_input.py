@@ -182,3 +182,44 @@ def test_packing_with_custom_collator(tmp_path, tokenizer):
     rows = sum(b["input_ids"].shape[0] for b in batches)
     # fewer rows than examples (TRL 0.15 packs without EOS between documents, so rows are counted)
     assert rows < n, "packing is off: one example per row"
+
+
+# --- issue 9 item 10: messages ------------------------------------------------------------------------------
+
+
+def test_conflicting_spellings_name_the_installed_one(tmp_path, tokenizer):
+    import trl
+    from packaging.version import Version
+
+    from trlshim.versions import trl_version
+
+    installed = "tokenizer" if trl_version() < Version("0.12") else "processing_class"
+    with pytest.raises(TypeError) as err:
+        trl.SFTTrainer(model=helpers.make_model(), args=_config(tmp_path, max_length=8),
+                       train_dataset=helpers.text_dataset(8), tokenizer=tokenizer,
+                       processing_class=helpers.make_tokenizer())
+    assert f"spells it {installed!r}" in str(err.value)
+
+
+def test_dataset_num_proc_must_be_an_int(tmp_path, tokenizer):
+    with pytest.raises(TypeError, match="dataset_num_proc='2' must be an int"):
+        _legacy(tmp_path, tokenizer, max_seq_length=8, dataset_num_proc="2")
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path, tokenizer):
+    import trl
+    from datasets import Dataset
+
+    with pytest.raises(ValueError, match=r"train_dataset is empty \(0 rows"):
+        trl.SFTTrainer(model=helpers.make_model(), args=_config(tmp_path, max_length=8),
+                       train_dataset=Dataset.from_dict({"text": []}), processing_class=tokenizer)
+
+
+def test_no_text_column_names_the_columns(tmp_path, tokenizer):
+    import trl
+    from datasets import Dataset
+
+    with pytest.raises(ValueError, match=r"no column 'text' to train on \(its columns: \['body', 'id'\]\)"):
+        trl.SFTTrainer(model=helpers.make_model(), args=_config(tmp_path, max_length=8),
+                       train_dataset=Dataset.from_list([{"id": i, "body": t} for i, t in enumerate(helpers.texts(4))]),
+                       processing_class=tokenizer)

@@ -29,7 +29,7 @@ def _processing_class_alias(wrapped, instance, args, kwargs):
     params = parameters(wrapped)
     cls_name = type(instance).__name__ if instance is not None else "Trainer"
     if "tokenizer" in kwargs or "processing_class" in kwargs:
-        check_spelling_conflicts(kwargs, f"{cls_name}()")
+        check_spelling_conflicts(kwargs, f"{cls_name}()", params)
         kwargs = dict(kwargs)
         for name in ("tokenizer", "processing_class"):
             if name in kwargs and name not in params:

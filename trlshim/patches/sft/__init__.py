@@ -9,7 +9,17 @@ RoPE router and TRL's metrics under the fused head (``kernel_routing``).
 from __future__ import annotations
 
 from ...pipeline import Pipeline, register, step
-from . import arguments, collators, config, embedding_lr, formatting, kernel_routing, loss_masks, packing
+from . import (
+    arguments,
+    collators,
+    config,
+    dataset_checks,
+    embedding_lr,
+    formatting,
+    kernel_routing,
+    loss_masks,
+    packing,
+)
 from .facts import FACTS
 
 STEPS = (
@@ -18,6 +28,8 @@ STEPS = (
          expects=arguments.expects),
     step("sft.text_field_default", "<0.12", "dataset_text_field='text' where the release has no default and would "
          "refuse the call", arguments.text_field_default),
+    step("sft.dataset_checks", ">=0.7", "an empty dataset, or one without the text column, is a clear error naming "
+         "its columns", dataset_checks.check),
     step("sft.loss_masks", "<0.19", "completion_only_loss (TRL 0.17) and assistant_only_loss (TRL 0.19) on releases "
          "that predate them", loss_masks.emulate),
     step("sft.formatting.legacy", "<0.15", "formatting_func in both shapes, any dataset_text_field, chat datasets "

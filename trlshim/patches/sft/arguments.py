@@ -66,8 +66,8 @@ def place(call):
     SFT options go to the config wherever the release has one (they were deprecated on the
     trainer in 0.9 and removed in 0.13); on TRL < 0.9 everything stays on the trainer.
     """
-    check_spelling_conflicts(call.kwargs, "SFTTrainer()")
     params, fields = call.params, call.config_fields
+    check_spelling_conflicts(call.kwargs, "SFTTrainer()", set(params) | fields)
     trainer_kw, config_kw = {}, {}
     for name, value in call.kwargs.items():
         sft_option = rename(name, SFT_OPTIONS) is not None or name not in params
