@@ -47,22 +47,31 @@ SCENARIO = """
                 name = p.attribute.split(".")[-1]
                 targets[p.name] = (owner, name, vars(owner).get(name, MISSING))
     owners = {id(o): o for o, _, _ in targets.values()}
+    for p in rows:  # FIELDS rows change the class they name (fields, annotations, alias properties)
+        if p.kind == "fields" and p.name in targets and isinstance(targets[p.name][2], type):
+            owners[id(targets[p.name][2])] = targets[p.name][2]
     snapshot = {k: dict(vars(o)) for k, o in owners.items()}
+
+    def changed(n, o, a, orig):
+        if isinstance(orig, type) and registry_kinds[n] == "fields":
+            return any(vars(orig).get(k, MISSING) is not v for k, v in snapshot[id(orig)].items()) or \
+                set(vars(orig)) != set(snapshot[id(orig)])
+        return vars(o).get(a, MISSING) is not orig
+
+    registry_kinds = {p.name: p.kind for p in rows}
 
     r = {"stock_legacy": legacy_call(trl.trainer.sft_trainer.SFTTrainer, out),
          "stock_native": native_call(out), "targets": sorted(targets)}
 
     trlshim.patch()
     r["applied"] = hooks.applied()
-    r["changed_while_patched"] = sorted(
-        n for n, (o, a, orig) in targets.items() if vars(o).get(a, MISSING) is not orig)
+    r["changed_while_patched"] = sorted(n for n, (o, a, orig) in targets.items() if changed(n, o, a, orig))
     r["patched_legacy"] = legacy_call(trl.trainer.sft_trainer.SFTTrainer, out)
     r["injected_visible"] = {n: hasattr(targets[n][0], targets[n][1]) for n in targets if "legacy" in n}
 
     trlshim.unpatch()
     r["applied_after"] = hooks.applied()
-    r["not_identical"] = sorted(
-        n for n, (o, a, orig) in targets.items() if vars(o).get(a, MISSING) is not orig)
+    r["not_identical"] = sorted(n for n, (o, a, orig) in targets.items() if changed(n, o, a, orig))
     diffs = []
     for k, o in owners.items():
         now = dict(vars(o))
