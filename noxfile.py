@@ -58,10 +58,22 @@ TEST_ENV = {
 }
 
 
+def constraints(session, release: str) -> str:
+    """The release's constraints file; without the CPU wheel, a copy without its torch pin (the "+cpu"
+    local version exists only in the find-links folder)."""
+    path = ROOT / "constraints" / f"trl-{release}.txt"
+    if HAS_CPU_WHEEL:
+        return str(path)
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("torch==")]
+    out = Path(session.create_tmp()) / f"constraints-trl-{release}.txt"
+    out.write_text("\n".join(lines) + "\n")
+    return str(out)
+
+
 def install(session, release: str, *extra: str, constrain: bool = True) -> None:
     env = {"UV_FIND_LINKS": FIND_LINKS if HAS_CPU_WHEEL else ""}
     if constrain:
-        env["UV_CONSTRAINT"] = str(ROOT / "constraints" / f"trl-{release}.txt")
+        env["UV_CONSTRAINT"] = constraints(session, release)
     session.install(TORCH, *MATRIX[release], "pytest", "tokenizers", *extra, env=env)
     session.install("--no-deps", ".", env=env)
 

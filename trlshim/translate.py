@@ -116,8 +116,8 @@ def check_spelling_conflicts(kwargs: dict, where: str, accepted=()) -> None:
     names the spelling the installed release accepts (``accepted``: its parameters / fields).
     Values of the options in ``OPTION_TYPES`` must have the documented type."""
     check_option_types(kwargs, where)
-    for group in SPELLINGS:
-        given = [n for n in group if n in kwargs]
+    for group in SPELLINGS:  # None is "not given" (a deprecated alias field's default, as to_dict() writes it)
+        given = [n for n in group if n in kwargs and kwargs[n] is not None]
         if len(given) > 1 and not all(same_value(kwargs[given[0]], kwargs[n]) for n in given[1:]):
             installed = rename(given[0], accepted)
             spelled = f"{installed_label()} spells it {installed!r}" if installed else f"{installed_label()} has neither"
@@ -189,6 +189,8 @@ def config_kwargs(cls, kwargs: dict, emulated=()) -> tuple:
     native, extra = {}, {}
     for name, value in kwargs.items():
         target = rename(name, fields)
+        if target is not None and value is None and native.get(target) is not None:
+            continue  # another spelling of this option carried the value (checked above: no conflict)
         if target is not None:
             if target != name:
                 report.translated(

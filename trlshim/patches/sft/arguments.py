@@ -73,6 +73,8 @@ def place(call):
         sft_option = rename(name, SFT_OPTIONS) is not None or name not in params
         on_config = rename(name, fields) if sft_option else None
         target = None if on_config else rename(name, params)
+        if on_config and value is None and config_kw.get(on_config) is not None:
+            continue  # another spelling of this option carried the value
         if on_config:
             report.translated(
                 f"SFTTrainer.{name}",
@@ -113,8 +115,32 @@ def _legacy_fields_to_kwargs(args, params, trainer_kw) -> None:
             trainer_kw[target] = value
 
 
+def _late_alias_edits(call) -> None:
+    """Releases with both spellings as fields (0.16-0.19: ``max_seq_length`` deprecated beside ``max_length``)
+    read one of them, set from the other only at construction. A spelling edited after construction
+    (``cfg.max_seq_length = 8``) is carried to the one the release reads; both edited differently is an error."""
+    cfg = call.args
+    before = getattr(cfg, "_trlshim_at_init", None) if cfg is not None else None
+    if not before:
+        return
+    for group, values in before.items():
+        edited = {n: getattr(cfg, n) for n, v in zip(group, values) if not same_value(getattr(cfg, n), v)}
+        if not edited:
+            continue
+        if len(edited) > 1 and len({repr(v) for v in edited.values()}) > 1:
+            raise TypeError(f"SFTConfig: {' and '.join(edited)} were both changed after construction, to different "
+                            f"values {list(edited.values())}; they are one option ({installed_label()}): set one")
+        name, value = next(iter(edited.items()))
+        for other in group:
+            if other != name and not same_value(getattr(cfg, other), value):
+                report.decided(f"late_edit.{name}", f"trlshim: SFTConfig.{name} changed after construction: "
+                               f"{other}={value!r} too, the spelling {installed_label()} reads")
+                setattr(call.writable_config(), other, value)
+
+
 def translate(call) -> None:
     """Step: every release's SFTTrainer arguments, placed where the installed release takes them."""
+    _late_alias_edits(call)
     trainer_kw, config_kw = place(call)
     call.kwargs = trainer_kw
     cfg = call.args

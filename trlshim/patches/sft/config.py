@@ -137,6 +137,10 @@ def _init_wrapper(wrapped, instance, args, kwargs):
         return wrapped(*args, **kwargs)
     native, extra = translate(cls, kwargs)
     result = wrapped(*args, **native)
+    fields = native_fields(cls)
+    both = {g: tuple(getattr(instance, n) for n in g) for g in FIELD_ALIASES if all(n in fields for n in g)}
+    if both:  # the values after TRL's own __post_init__: later edits of either spelling are found against them
+        instance._trlshim_at_init = both
     own = _own_names(cls)
     for name, value in extra.items():
         if name in own:

@@ -184,4 +184,22 @@ def emulate(call) -> None:
         call.set("dataset_text_field", "input_ids")  # TRL 0.8 demands one even when preparation is skipped
     if formatting_func is not None:
         call.kwargs["formatting_func"] = None
+    call.after(_keep_labels_column)
+
+
+def _keep_labels_column(call) -> None:
+    """TRL 0.17-0.18 declare the model's inputs as input_ids/attention_mask/completion_mask, so the Trainer's
+    ``remove_unused_columns`` would drop the ``labels`` column trlshim built: keep it."""
+    trainer = call.instance
+    original = getattr(trainer, "_set_signature_columns_if_needed", None)
+    if original is None:
+        return
+
+    def _set_signature_columns_if_needed():
+        original()
+        columns = getattr(trainer, "_signature_columns", None)
+        if columns is not None and "labels" not in columns:
+            trainer._signature_columns = [*columns, "labels"]
+
+    trainer._set_signature_columns_if_needed = _set_signature_columns_if_needed
 
