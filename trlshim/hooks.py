@@ -134,12 +134,17 @@ def _commit_fields(patch, cls, spec):
             _set_recorded(patch, cls, n, d)
     _set_recorded(patch, cls, "_trlshim_injected_fields", frozenset(new))
     fields = set(have) | set(new)
+    aliases = {}
     for group in spec.aliases:
-        if not any(n in fields for n in group):
+        real = next((n for n in group if n in fields), None)
+        if real is None:
             continue
         for n in group:
             if n not in fields and not hasattr(cls, n):
                 _set_recorded(patch, cls, n, alias_property(group, n))
+                aliases[n] = real
+    if aliases:  # read by the command-line parser row: --<alias> sets the real field
+        _set_recorded(patch, cls, "_trlshim_aliases", aliases)
 
 
 def _commit(patch, owner, name, obj):

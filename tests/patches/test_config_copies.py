@@ -106,3 +106,20 @@ def test_parser_keeps_the_cpu_bf16_default(tmp_path, monkeypatch):
         pytest.skip("bf16 is supported here")
     (cfg,) = HfArgumentParser(trl.SFTConfig).parse_args_into_dataclasses(["--output_dir", str(tmp_path)])
     assert cfg.bf16 is False
+
+
+@pytest.mark.parametrize("spelling", ["max_seq_length", "max_length", "max-seq-length"])
+def test_parser_accepts_every_spelling(tmp_path, spelling):
+    """Issue 9 item 9: TRL's scripts parse SFTConfig from the command line; any release's spelling works."""
+    import trl
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(trl.SFTConfig)
+    if "-" in spelling and "--output-dir" not in parser._option_string_actions:
+        pytest.skip("this transformers' parser has no dashed spellings for any option")
+    (cfg,) = parser.parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), f"--{spelling}", "8", "--dataset_text_field", "text", "--use_cpu", "true"])
+    trainer = trl.SFTTrainer(model=helpers.make_model(), args=cfg, train_dataset=helpers.text_dataset(8),
+                             processing_class=helpers.make_tokenizer())
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["input_ids"].shape[1] <= 8

@@ -205,12 +205,31 @@ def build_config_class(base, name="SFTConfig", fields=()):
     cls.__copy__ = _copy
     cls.__deepcopy__ = _deepcopy
     all_fields = set(cls.__dataclass_fields__)
+    aliases = dict(getattr(cls, "_trlshim_aliases", None) or {})
     for group in FIELD_ALIASES:  # other releases' spellings of a field, as properties of the real one
-        if any(n in all_fields for n in group):
-            for n in group:
-                if n not in all_fields and not hasattr(cls, n):
-                    setattr(cls, n, alias_property(group, n))
+        real = next((n for n in group if n in all_fields), None)
+        for n in group if real else ():
+            if n not in all_fields and not hasattr(cls, n):
+                setattr(cls, n, alias_property(group, n))
+                aliases[n] = real
+    cls._trlshim_aliases = aliases
     return cls
+
+
+def _cli_aliases(wrapped, instance, args, kwargs):
+    """``HfArgumentParser``: ``--max_seq_length`` (any release's spelling) sets the field the class has."""
+    result = wrapped(*args, **kwargs)
+    dtype = args[0] if args else kwargs.get("dtype")
+    actions = getattr(instance, "_option_string_actions", None)
+    for alias, real in (getattr(dtype, "_trlshim_aliases", None) or {}).items():
+        if actions is None:
+            break
+        for a, r in {(alias, real), (alias.replace("_", "-"), real.replace("_", "-"))}:
+            action, option = actions.get(f"--{r}"), f"--{a}"
+            if action is not None and option not in actions:
+                action.option_strings.append(option)
+                actions[option] = action
+    return result
 
 
 @functools.cache
@@ -233,6 +252,11 @@ row(
     "trlshim's options as real fields (they survive replace/to_dict/pickle/the CLI parser); legacy spellings "
     "as properties of the real field",
     kind=FIELDS, factory=field_spec,
+)
+row(
+    "sft_config.cli_aliases", "transformers.hf_argparser", "HfArgumentParser._add_dataclass_arguments", ">=0.7",
+    "command-line options in every release's spelling (--max_seq_length sets max_length where that is the field)",
+    wrapper=_cli_aliases,
 )
 for _module in ("trl", "trl.trainer"):
     row(
