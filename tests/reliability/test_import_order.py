@@ -53,6 +53,8 @@ def _permuted_copy(tmp: Path, seed: int) -> Path:
         match = LINE.search(text)
         names = [n.strip() for n in (match.group(1) or match.group(2)).split(",") if n.strip()]
         rng.shuffle(names)
+        if seed and names == sorted(names):
+            names.reverse()
         path.write_text(text[:match.start()] + "\n".join(f"from . import {n}  # noqa: F401" for n in names)
                         + text[match.end():])
         assert len(names) >= 2 and (seed == 0 or names != sorted(names)), names  # really permuted
