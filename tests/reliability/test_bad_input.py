@@ -223,3 +223,25 @@ def test_no_text_column_names_the_columns(tmp_path, tokenizer):
         trl.SFTTrainer(model=helpers.make_model(), args=_config(tmp_path, max_length=8),
                        train_dataset=Dataset.from_list([{"id": i, "body": t} for i, t in enumerate(helpers.texts(4))]),
                        processing_class=tokenizer)
+
+
+def test_legacy_config_after_unpatch_raises_instead_of_dropping_fields(tmp_path, tokenizer):
+    """Issue 9 item 4 (TRL < 0.9): trlshim's SFTConfig given to the stock trainer after unpatch()."""
+    import trl
+
+    import trlshim
+
+    if TRL >= Version("0.9"):
+        pytest.skip("TRL >= 0.9 has its own SFTConfig: the fields are the release's own")
+    cfg = trl.SFTConfig(**helpers.training_kwargs(tmp_path), dataset_text_field="text", max_seq_length=16,
+                        packing=True)
+    stock = trl.SFTTrainer
+    trlshim.unpatch()
+    try:
+        with pytest.raises(RuntimeError, match=r"after trlshim.unpatch\(\).*packing=True, max_seq_length=16"):
+            trainer = stock(model=helpers.make_model(), args=cfg, train_dataset=helpers.text_dataset(8),
+                            tokenizer=tokenizer, dataset_text_field="text")
+            next(iter(trainer.get_train_dataloader()))
+    finally:
+        trlshim.patch()
+    assert cfg.remove_unused_columns is True  # patched again: a plain field

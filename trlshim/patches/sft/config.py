@@ -239,7 +239,41 @@ def legacy_config_class():
 
     cls = build_config_class(TrainingArguments, fields=LEGACY_FIELDS)
     cls.__doc__ = "trlshim's SFTConfig for TRL < 0.9 (TrainingArguments + the SFT fields of TRL 0.9)."
+    cls.remove_unused_columns = _orphan_guard("remove_unused_columns")
     return cls
+
+
+def _set_sft_fields(config) -> dict:
+    state = config.__dict__
+    return {n: state[n] for n, _, d in LEGACY_FIELDS if n in state and state[n] != d}
+
+
+def _orphan_guard(name):
+    """TRL < 0.9's own SFTTrainer reads none of the SFT fields of trlshim's config: used after
+    ``trlshim.unpatch()``, the config would train with them silently dropped. Every trainer reads
+    ``remove_unused_columns`` before its first step (TRL's dataset preparation, the Trainer's dataloader):
+    there the orphaned config raises, naming what would be lost. Patched, it is a plain field."""
+
+    def get(self):
+        lost = _set_sft_fields(self)
+        if lost and not _patched():
+            raise RuntimeError(
+                f"trlshim's SFTConfig is used after trlshim.unpatch(): {installed_label()}'s SFTTrainer would ignore "
+                f"{', '.join(f'{k}={v!r}' for k, v in lost.items())}. Call trlshim.patch() again, or pass those "
+                "options to SFTTrainer(...) yourself"
+            )
+        return self.__dict__.get(name, True)
+
+    def set(self, value):
+        self.__dict__[name] = value
+
+    return property(get, set)
+
+
+def _patched() -> bool:
+    import trlshim
+
+    return trlshim.is_patched()
 
 
 row(
