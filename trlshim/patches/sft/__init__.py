@@ -19,6 +19,7 @@ from . import (
     kernel_routing,
     loss_masks,
     packing,
+    vision,
 )
 from .facts import FACTS
 
@@ -36,6 +37,8 @@ STEPS = (
          "rendered with the chat template", formatting.legacy),
     step("sft.formatting.text_column", ">=0.15", "formatting_func in both shapes, any dataset_text_field, ShareGPT "
          "turns as messages", formatting.text_column),
+    step("sft.vision_packing", "<0.22", "packing/padding-free with a vision-language model or image data is an "
+         "error (image tokens and features would misalign)", vision.refuse_packing),
     step("sft.packing.strategy", "<0.19", "packing_strategy accepted and checked where the release has one packing",
          packing.strategy),
     step("sft.auto_padding_free", ">=0.7", "trlshim's automatic padding-free where it is safe and faster",
