@@ -19,7 +19,7 @@ LOAD_WITHOUT_TRLSHIM = """
     args = torch.load(os.environ["CKPT"], weights_only=False)
     from reliability_support import emit
     emit({"type": type(args).__module__ + "." + type(args).__name__, "output_dir": args.output_dir,
-          "max_len": getattr(args, "max_seq_length", getattr(args, "max_length", None)),
+          "max_len": getattr(args, "max_length", None) or getattr(args, "max_seq_length", None),
           "lr": getattr(args, "embedding_learning_rate", None)})
 """
 
