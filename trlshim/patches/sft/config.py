@@ -127,6 +127,7 @@ def _defaults(cls, kwargs: dict) -> dict:
 
 def translate(cls, kwargs: dict):
     """(native kwargs for ``cls``, trlshim-handled extras)."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not NOT_GIVEN}  # the field's own default applies
     native, extra = config_kwargs(cls, kwargs, emulated=set(EMULATED) | set(SHIM_FIELDS))
     return _defaults(cls, native), extra
 
@@ -216,11 +217,28 @@ def build_config_class(base, name="SFTConfig", fields=()):
     return cls
 
 
+class _NotGiven:
+    """The command-line default of an option that has several spellings: "not on the command line", so
+    the parser's defaults for one spelling never conflict with a value given under another."""
+
+    def __repr__(self):
+        return "<not given>"
+
+
+NOT_GIVEN = _NotGiven()
+
+
 def _cli_aliases(wrapped, instance, args, kwargs):
     """``HfArgumentParser``: ``--max_seq_length`` (any release's spelling) sets the field the class has."""
     result = wrapped(*args, **kwargs)
     dtype = args[0] if args else kwargs.get("dtype")
     actions = getattr(instance, "_option_string_actions", None)
+    fields = getattr(dtype, "__dataclass_fields__", {})
+    for group in FIELD_ALIASES if actions is not None else ():
+        if sum(n in fields for n in group) > 1:  # 0.16-0.19: both spellings are fields
+            for n in group:
+                if f"--{n}" in actions:
+                    actions[f"--{n}"].default = NOT_GIVEN
     for alias, real in (getattr(dtype, "_trlshim_aliases", None) or {}).items():
         if actions is None:
             break
