@@ -46,6 +46,15 @@ def run_scenario(code: str, env: dict = None, timeout: int = 180, pythonpath: li
     raise AssertionError(f"scenario produced no result (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
 
 
+def structural_release() -> bool:
+    """Checks of trlshim's own structure (import order, the stable names' pipeline) run on the oldest, a
+    middle and the newest matrix release: CI time, and the property does not depend on the release."""
+    from trlshim import versions
+
+    releases = list(versions.TESTED)
+    return str(versions.installed("trl")) in {releases[0], releases[len(releases) // 2], releases[-1]}
+
+
 def emit(result: dict) -> None:
     sys.stdout.write(MARK + json.dumps(result, default=repr) + "\n")
     sys.stdout.flush()

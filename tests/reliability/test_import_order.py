@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from reliability_support import run_scenario
+from reliability_support import run_scenario, structural_release
 
 import trlshim
 
@@ -68,18 +68,9 @@ def _fed(root: Path) -> dict:
     return r
 
 
-def _structural_release() -> bool:
-    """Import order is a property of trlshim's own structure: checked on the oldest, a middle and the
-    newest release of the matrix (what is fed differs by release; the order independence does not)."""
-    from trlshim import versions
-
-    releases = list(versions.TESTED)
-    return str(versions.installed("trl")) in {releases[0], releases[len(releases) // 2], releases[-1]}
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    if not _structural_release():
+    if not structural_release():
         pytest.skip("structural check: run on the oldest, a middle and the newest matrix release")
     return _fed(_permuted_copy(tmp_path_factory.mktemp("ref"), 0))
 
