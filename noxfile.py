@@ -54,7 +54,7 @@ TEST_ENV = {
     "WANDB_DISABLED": "true",
     "PYTHONDONTWRITEBYTECODE": "",
     "TOKENIZERS_PARALLELISM": "false",
-    "OMP_NUM_THREADS": "2",
+    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),  # .ci/run: 1 (two sessions side by side)
 }
 
 
