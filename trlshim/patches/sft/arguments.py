@@ -147,6 +147,7 @@ def translate(call) -> None:
     if call.legacy:
         if cfg is not None:
             _legacy_fields_to_kwargs(cfg, call.params, call.kwargs)
+            sft_config.placed(cfg)
         return
     if cfg is not None and not isinstance(cfg, call.config_cls):
         call.replace_config(to_config(cfg, call.config_cls))

@@ -18,6 +18,7 @@ import copy
 import copyreg
 import dataclasses
 import functools
+import weakref
 from typing import Any, Dict, Optional
 
 from ... import report
@@ -261,6 +262,14 @@ def legacy_config_class():
     return cls
 
 
+_PLACED = weakref.WeakValueDictionary()  # id -> legacy configs whose SFT fields a pipeline placed on a trainer
+
+
+def placed(config) -> None:
+    """A pipeline moved this legacy config's SFT fields onto the trainer (trlshim.SFTTrainer needs no patch)."""
+    _PLACED[id(config)] = config
+
+
 def _set_sft_fields(config) -> dict:
     state = config.__dict__
     return {n: state[n] for n, _, d in LEGACY_FIELDS if n in state and state[n] != d}
@@ -274,7 +283,7 @@ def _orphan_guard(name):
 
     def get(self):
         lost = _set_sft_fields(self)
-        if lost and not _patched():
+        if lost and not _patched() and _PLACED.get(id(self)) is not self:
             raise RuntimeError(
                 f"trlshim's SFTConfig is used after trlshim.unpatch(): {installed_label()}'s SFTTrainer would ignore "
                 f"{', '.join(f'{k}={v!r}' for k, v in lost.items())}. Call trlshim.patch() again, or pass those "
