@@ -79,11 +79,15 @@ def test_assistant_only_loss_survives_a_copy_by_what_is_trained(tmp_path, how):
         assert labelled and user not in labelled and len(labelled) < len(ids) - 2  # the user turns carry no loss
 
 
+@pytest.mark.parametrize("config", ["trl", "trlshim"])
 @pytest.mark.parametrize("spelling", ["max_seq_length", "max_length"])
-def test_late_edit_in_any_spelling_reaches_the_field(tmp_path, spelling):
+def test_late_edit_in_any_spelling_reaches_the_field(tmp_path, spelling, config):
     import trl
 
-    cfg = trl.SFTConfig(**helpers.training_kwargs(tmp_path), dataset_text_field="text", auto_padding_free=False)
+    import trlshim
+
+    cls = trl.SFTConfig if config == "trl" else trlshim.SFTConfig
+    cfg = cls(**helpers.training_kwargs(tmp_path), dataset_text_field="text", auto_padding_free=False)
     setattr(cfg, spelling, 8)
     assert getattr(cfg, spelling) == 8
     trainer = trl.SFTTrainer(model=helpers.make_model(), args=cfg, train_dataset=helpers.text_dataset(8),

@@ -139,18 +139,26 @@ def _init_wrapper(wrapped, instance, args, kwargs):
         return wrapped(*args, **kwargs)
     native, extra = translate(cls, kwargs)
     result = wrapped(*args, **native)
-    fields = native_fields(cls)
-    both = {g: tuple(getattr(instance, n) for n in g) for g in FIELD_ALIASES if all(n in fields for n in g)}
-    if both:  # the values after TRL's own __post_init__: later edits of either spelling are found against them
-        instance._trlshim_at_init = both
-    own = _own_names(cls)
-    for name, value in extra.items():
-        if name in own:
-            setattr(instance, name, value)  # a field: replace(), to_dict() and pickle carry it
-    rest = {k: v for k, v in extra.items() if k not in own}
-    if rest:
-        instance._trlshim_extra = rest
+    _after_init(instance, extra)
     return result
+
+
+def _after_init(config, extra: dict) -> None:
+    """What every SFTConfig construction leaves behind (TRL's class patched, or trlshim's own classes):
+    trlshim's options that are fields set as fields (``replace()``, ``to_dict()`` and pickle carry them),
+    the rest as extras; and, where the release has two spellings of one option as fields (0.16-0.19), their
+    values after TRL's own ``__post_init__``, so that later edits of either spelling are found."""
+    fields = getattr(type(config), "__dataclass_fields__", {})
+    for name, value in extra.items():
+        if name in fields:
+            setattr(config, name, value)
+    rest = {k: v for k, v in extra.items() if k not in fields}
+    if rest:
+        config._trlshim_extra = rest
+    native = native_fields(type(config))
+    both = {g: tuple(getattr(config, n) for n in g) for g in FIELD_ALIASES if all(n in native for n in g)}
+    if both:
+        config._trlshim_at_init = both
 
 
 def _expects_dataclass_init(init) -> Optional[str]:
@@ -162,9 +170,7 @@ def _translating_init(init):
     def __init__(self, *args, **kwargs):
         native, extra = translate(type(self), kwargs)
         init(self, *args, **native, **{k: v for k, v in extra.items() if k in self.__dataclass_fields__})
-        rest = {k: v for k, v in extra.items() if k not in self.__dataclass_fields__}
-        if rest:
-            self._trlshim_extra = rest
+        _after_init(self, extra)
 
     return __init__
 
@@ -234,15 +240,15 @@ def _cli_aliases(wrapped, instance, args, kwargs):
     result = wrapped(*args, **kwargs)
     dtype = args[0] if args else kwargs.get("dtype")
     actions = getattr(instance, "_option_string_actions", None)
+    if actions is None:
+        return result
     fields = getattr(dtype, "__dataclass_fields__", {})
-    for group in FIELD_ALIASES if actions is not None else ():
+    for group in FIELD_ALIASES:
         if sum(n in fields for n in group) > 1:  # 0.16-0.19: both spellings are fields
             for n in group:
                 if f"--{n}" in actions:
                     actions[f"--{n}"].default = NOT_GIVEN
     for alias, real in (getattr(dtype, "_trlshim_aliases", None) or {}).items():
-        if actions is None:
-            break
         for a, r in {(alias, real), (alias.replace("_", "-"), real.replace("_", "-"))}:
             action, option = actions.get(f"--{r}"), f"--{a}"
             if action is not None and option not in actions:
