@@ -9,6 +9,7 @@ raise into the user's import.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import sys
@@ -121,8 +122,6 @@ def _commit_fields(patch, cls, spec):
     if "_trlshim_injected_fields" in vars(cls):
         return
     have = dict(getattr(cls, "__dataclass_fields__", {}))
-    import dataclasses
-
     new = {n: (t, d) for n, t, d in spec.fields if n not in have}
     if new:  # fully formed Field objects, made by dataclasses itself on a throwaway class
         made = dataclasses.make_dataclass("_trlshim_fields", [(n, t, dataclasses.field(default=d))

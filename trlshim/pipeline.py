@@ -108,7 +108,6 @@ class TrainerCall:
         self.kwargs = pipeline.bind(self.params, args, kwargs)
         self._owned = False  # kwargs["args"] is our own copy
         self._after: list = []
-        self.facts = pipeline.facts
 
     # -- the config ------------------------------------------------------------------------------
     @property
@@ -183,7 +182,7 @@ class TrainerCall:
 
     # -- version facts and work after TRL's __init__ -------------------------------------------------
     def fact(self, name: str, default=None):
-        return lookup(self.facts, name, default)
+        return lookup(self.pipeline.facts, name, default)
 
     def after(self, callback: Callable[[TrainerCall], None]) -> None:
         """Run ``callback(call)`` after TRL's ``__init__`` returned (newest registration first)."""
@@ -264,11 +263,8 @@ class Pipeline:
             call._after.pop()(call)
         return result
 
-    def wrapper(self, wrapped, instance, args, kwargs):  # the wrapt wrapper of the row
-        return self.run(wrapped, instance, args, kwargs)
-
     def row(self) -> Patch:
-        return row(self.name, self.module, self.attribute, ">=0.7", self.reason, wrapper=self.wrapper,
+        return row(self.name, self.module, self.attribute, ">=0.7", self.reason, wrapper=self.run,
                    expects=self.shape_problem)
 
     def describe(self, trl: Optional[Version]) -> list:

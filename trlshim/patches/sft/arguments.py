@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from ... import report
+from ...pipeline import parameters
 from ...translate import (
     SFT_OPTIONS,
     check_spelling_conflicts,
@@ -179,8 +180,6 @@ def text_field_default(call) -> None:
 
 
 def expects(init):
-    from ...pipeline import parameters
-
     params = parameters(init)
     missing = [p for p in ("model", "args", "train_dataset") if p not in params]
     return f"SFTTrainer.__init__ lacks {missing}" if missing else None

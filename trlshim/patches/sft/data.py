@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 IGNORE = -100  # the label that carries no loss
+IMAGE_COLUMNS = ("image", "images")
 
 
 def first_example(dataset):
@@ -147,6 +148,20 @@ def chat_text(tokenizer, messages) -> str:
     if needs_own_renderer(tokenizer):
         return _rendered_with_spans(tokenizer, messages)[0]
     return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def vision_reason(call):
+    """Why this call trains on vision data (a vision-language model, a processor with an image processor,
+    image columns), or None."""
+    model = call.kwargs.get("model")
+    if getattr(getattr(model, "config", None), "vision_config", None) is not None:
+        return "the model is a vision-language model"
+    tok = call.kwargs.get("processing_class", call.kwargs.get("tokenizer"))
+    if tok is not None and hasattr(tok, "image_processor"):
+        return "processing_class is a processor with an image processor"
+    if any(c in column_names(call.kwargs.get("train_dataset")) for c in IMAGE_COLUMNS):
+        return "the dataset has image columns"
+    return None
 
 
 def unwrap_peft(model):

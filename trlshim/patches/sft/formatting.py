@@ -41,7 +41,12 @@ def _returned(out) -> str:
     return f"{type(out).__name__} {out!r}"[:120]
 
 
-def formatting_shape(func, example, row: int = 0) -> str:
+def _strings(out, n: int) -> bool:
+    """Whether a batched function's result is one string for each of the ``n`` examples."""
+    return isinstance(out, (list, tuple)) and len(out) == n and all(isinstance(t, str) for t in out)
+
+
+def formatting_shape(func, example) -> str:
     """"batched" or "example", decided by what the function *returns*, never by an exception alone.
 
     Called on the example: a string means per example, a list/tuple batched. When that call raises,
@@ -56,10 +61,10 @@ def formatting_shape(func, example, row: int = 0) -> str:
             batch_out = func({k: [v] for k, v in example.items()})
         except Exception:
             batch_out = None
-        if isinstance(batch_out, (list, tuple)) and len(batch_out) == 1 and isinstance(batch_out[0], str):
+        if _strings(batch_out, 1):
             return "batched"
         raise FormattingFuncError(
-            f"formatting_func raised {type(exc).__name__}: {exc} on training row {row} (called with that example; "
+            f"formatting_func raised {type(exc).__name__}: {exc} on training row 0 (called with that example; "
             f"trlshim calls it once to tell a per-example function from a batched one)"
         ) from exc
     if isinstance(out, str):
@@ -67,7 +72,7 @@ def formatting_shape(func, example, row: int = 0) -> str:
     if isinstance(out, (list, tuple)):
         return "batched"
     raise TypeError(
-        f"formatting_func must return a string (or, batched, a list of strings); on training row {row} it returned "
+        f"formatting_func must return a string (or, batched, a list of strings); on training row 0 it returned "
         f"{_returned(out)}"
     )
 
@@ -78,7 +83,7 @@ def per_example(func):
 
     def formatting_func(example):
         out = func({k: [v] for k, v in example.items()})
-        if not isinstance(out, (list, tuple)) or len(out) != 1 or not isinstance(out[0], str):
+        if not _strings(out, 1):
             raise TypeError(
                 "formatting_func was taken for a batched function (it returned a list on the first example), but on "
                 f"a batch of one it returned {_returned(out)}, not a list of one string"
@@ -109,7 +114,7 @@ def returns_string_lists(func):
         if not all(isinstance(v, list) for v in batch.values()):
             return out  # TRL's own shape probe on one example: its answer, unchanged
         n = len(next(iter(batch.values()), []))
-        if isinstance(out, (list, tuple)) and len(out) == n and all(isinstance(t, str) for t in out):
+        if _strings(out, n):
             return out
         raise TypeError(f"formatting_func must return one string per example; for a batch of {n} it returned "
                         f"{_returned(out)}")
@@ -119,7 +124,7 @@ def returns_string_lists(func):
 
 def _checked(out, rows):
     """The function's output for ``rows`` (indices), refused unless it is one string per row."""
-    if not isinstance(out, (list, tuple)) or len(out) != len(rows) or not all(isinstance(t, str) for t in out):
+    if not _strings(out, len(rows)):
         raise TypeError(f"formatting_func must return one string per example; for rows {rows[0]}-{rows[-1]} it "
                         f"returned {_returned(out)}")
     return list(out)
@@ -131,7 +136,7 @@ def _materialize(dataset, func, shape):
     return dataset.map(lambda ex, i: {COLUMN: _checked([func(ex)], [i])[0]}, with_indices=True)
 
 
-def _formatted_example(call, func):
+def _formatted_example(call):
     """The first training example to decide the function's shape on, or None when there is nothing to format."""
     example = first_example(call.kwargs.get("train_dataset"))
     if not isinstance(example, dict) or "input_ids" in example:
@@ -141,7 +146,7 @@ def _formatted_example(call, func):
 
 def _materialized(call, func):
     """TRL < 0.15: trlshim applies formatting_func itself, into a column of its own."""
-    example = _formatted_example(call, func)
+    example = _formatted_example(call)
     if example is None:
         return
     shape = formatting_shape(func, example)
@@ -157,7 +162,7 @@ def _materialized(call, func):
 
 def _per_example_func(call, func):
     """TRL >= 0.15 calls formatting_func per example (from 0.17 with no batched fallback that works)."""
-    example = _formatted_example(call, func)
+    example = _formatted_example(call)
     if example is None:
         return
     shape = formatting_shape(func, example)

@@ -29,7 +29,7 @@ from ... import report
 from ...flags import flag
 from ...translate import STRATEGY_SPELLINGS, installed_label
 from . import config as sft_config
-from .data import IGNORE, column_names, unwrap_peft
+from .data import IGNORE, unwrap_peft, vision_reason
 
 sft_config.EMULATED.setdefault("packing_strategy", None)
 sft_config.EMULATED.setdefault("padding_free", False)
@@ -40,7 +40,6 @@ BLOCKED_MODEL_TYPES = {
     "gemma2", "gemma3", "gemma3_text", "gemma3n", "cohere2", "mllama", "llava", "paligemma", "qwen2_vl",
     "qwen2_5_vl", "idefics3", "llama4", "mistral3", "t5", "bart",
 }
-IMAGE_COLUMNS = ("image", "images")
 FLASH = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn", "kernels-community/flash-attn3")
 
 
@@ -129,12 +128,11 @@ def auto_padding_free_decision(call):
     config = getattr(model, "config", None)
     if getattr(config, "is_encoder_decoder", False):
         return False, "encoder-decoder model"
-    if getattr(config, "vision_config", None) is not None:
-        return False, "vision-language model"
+    vision = vision_reason(call)
+    if vision:
+        return False, vision
     if getattr(config, "model_type", None) in BLOCKED_MODEL_TYPES:
         return False, f"model type {config.model_type!r} is known to break with packed rows"
-    if any(c in column_names(call.kwargs.get("train_dataset")) for c in IMAGE_COLUMNS):
-        return False, "the dataset has image columns"
     if (getattr(call.args, "per_device_train_batch_size", 8) or 8) <= 1:
         return False, "per_device_train_batch_size=1 (nothing to unpad)"
     attn = getattr(config, "_attn_implementation", None) or "eager"

@@ -7,27 +7,14 @@ never turns on for them: ``packing.auto_padding_free_decision``).
 from __future__ import annotations
 
 from ...translate import installed_label
-from .data import column_names
-from .packing import IMAGE_COLUMNS
-
-
-def _why_vision(call):
-    model = call.kwargs.get("model")
-    if getattr(getattr(model, "config", None), "vision_config", None) is not None:
-        return "the model is a vision-language model"
-    tok = call.kwargs.get("processing_class", call.kwargs.get("tokenizer"))
-    if tok is not None and hasattr(tok, "image_processor"):
-        return "processing_class is a processor with an image processor"
-    if any(c in column_names(call.kwargs.get("train_dataset")) for c in IMAGE_COLUMNS):
-        return "the dataset has image columns"
-    return None
+from .data import vision_reason
 
 
 def refuse_packing(call) -> None:
     asked = [n for n in ("packing", "padding_free") if call.get(n)]
     if not asked:
         return
-    why = _why_vision(call)
+    why = vision_reason(call)
     if why:
         raise ValueError(
             f"{' and '.join(f'{n}=True' for n in asked)} with vision data: {why}. Packed or flattened rows are cut "
