@@ -11,6 +11,7 @@ import pickle
 import helpers
 import pytest
 
+from trlshim import report
 from trlshim.patches.sft import config as sft_config
 
 VALUES = {bool: True, float: 0.125, str: "wrapped"}
@@ -127,3 +128,6 @@ def test_parser_accepts_every_spelling(tmp_path, spelling):
                              processing_class=helpers.make_tokenizer())
     batch = next(iter(trainer.get_train_dataloader()))
     assert batch["input_ids"].shape[1] <= 8
+    field = "max_length" if "max_length" in trl.SFTConfig.__dataclass_fields__ else "max_seq_length"
+    if spelling.replace("-", "_") not in trl.SFTConfig.__dataclass_fields__:  # another release's spelling
+        assert any(f"--{spelling} -> --{field}" in m for m in report.applied()), report.applied()

@@ -14,6 +14,7 @@ itself where TRL lacks it.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import copyreg
 import dataclasses
@@ -251,10 +252,19 @@ def _cli_aliases(wrapped, instance, args, kwargs):
     for alias, real in (getattr(dtype, "_trlshim_aliases", None) or {}).items():
         for a, r in {(alias, real), (alias.replace("_", "-"), real.replace("_", "-"))}:
             action, option = actions.get(f"--{r}"), f"--{a}"
-            if action is not None and option not in actions:
-                action.option_strings.append(option)
-                actions[option] = action
+            if action is not None and option not in actions:  # the same parsing, reported when used
+                instance.add_argument(option, dest=action.dest, action=_ReportedAlias, type=action.type,
+                                      nargs=action.nargs, const=action.const, choices=action.choices,
+                                      default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return result
+
+
+class _ReportedAlias(argparse.Action):
+    """A command-line spelling of another release: stores into the field the class has, reported once."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        report.translated(f"cli.{option_string}", f"trlshim: {option_string} -> --{self.dest} ({installed_label()})")
+        setattr(namespace, self.dest, values)
 
 
 @functools.cache
