@@ -263,8 +263,13 @@ class Pipeline:
             call._after.pop()(call)
         return result
 
+    def wrapper(self, wrapped, instance, args, kwargs):
+        """The row's wrapt wrapper: looks ``run`` up at each call (not bound once at registration), so the
+        row and ``trlshim.SFTTrainer`` always run the same code, instrumented or not."""
+        return self.run(wrapped, instance, args, kwargs)
+
     def row(self) -> Patch:
-        return row(self.name, self.module, self.attribute, ">=0.7", self.reason, wrapper=self.run,
+        return row(self.name, self.module, self.attribute, ">=0.7", self.reason, wrapper=self.wrapper,
                    expects=self.shape_problem)
 
     def describe(self, trl: Optional[Version]) -> list:
