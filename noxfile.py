@@ -1,7 +1,7 @@
 """The TRL release matrix.
 
 ``nox -s tests`` runs the suite once per TRL release (the list: ``trlshim/data/matrix.txt``; pins in
-``constraints/trl-X.txt``); ``nox -s "tests(trl='1.16.0')"`` runs one release; ``nox -s kernels``
+``trlshim/data/constraints/trl-X.txt``); ``nox -s "tests(trl='1.16.0')"`` runs one release; ``nox -s kernels``
 the Triton kernel suite on the pinned and the newest triton. Sessions are uv virtualenvs that install
 torch 2.13.0 (the CPU build from ``$PIP_FIND_LINKS`` when that folder has it, else the index's build;
 hard-linked from uv's cache, so no session downloads or copies torch twice) under the release's
@@ -61,7 +61,7 @@ TEST_ENV = {
 def constraints(session, release: str) -> str:
     """The release's constraints file; without the CPU wheel, a copy without its torch pin (the "+cpu"
     local version exists only in the find-links folder)."""
-    path = ROOT / "constraints" / f"trl-{release}.txt"
+    path = ROOT / "trlshim" / "data" / "constraints" / f"trl-{release}.txt"
     if HAS_CPU_WHEEL:
         return str(path)
     lines = [line for line in path.read_text().splitlines() if not line.startswith("torch==")]

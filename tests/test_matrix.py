@@ -4,17 +4,18 @@ from pathlib import Path
 from trlshim import versions
 
 ROOT = Path(__file__).resolve().parents[1]
+CONSTRAINTS = ROOT / "trlshim" / "data" / "constraints"
 
 
 def test_constraints_agree_with_the_matrix():
     for release, specs in versions.MATRIX.items():
-        pinned = dict(line.split("==", 1) for line in (ROOT / "constraints" / f"trl-{release}.txt").read_text().split()
+        pinned = dict(line.split("==", 1) for line in (CONSTRAINTS / f"trl-{release}.txt").read_text().split()
                       if "==" in line)
         for spec in specs:
             if "==" in spec:
                 name, version = spec.split("==", 1)
                 assert pinned.get(name) == version, (release, spec, pinned.get(name))
-    files = {p.name for p in (ROOT / "constraints").glob("trl-*.txt")}
+    files = {p.name for p in CONSTRAINTS.glob("trl-*.txt")}
     assert files == {f"trl-{r}.txt" for r in versions.MATRIX}
 
 

@@ -100,8 +100,15 @@ def release_table() -> str:
     return "\n".join(lines)
 
 
-def table(_args=None) -> int:
-    print(release_table())
+def table(args=None) -> int:
+    if getattr(args, "json", False):
+        import json
+
+        from . import matrix
+
+        print(json.dumps(matrix.as_dict(), indent=2))
+    else:
+        print(release_table())
     return 0
 
 
@@ -185,6 +192,7 @@ def main(argv=None) -> int:
     d = sub.add_parser("doctor", help="versions, known-good pairs, and the patches active for this TRL")
     d.set_defaults(func=doctor)
     t = sub.add_parser("table", help="print the supported-release table (as in README.md)")
+    t.add_argument("--json", action="store_true", help="the tested matrix for machines: releases and their pins")
     t.set_defaults(func=table)
     args = parser.parse_args(argv)
     return args.func(args)

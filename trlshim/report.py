@@ -7,6 +7,8 @@ a ``TranslationError`` so library authors can find legacy calls.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import warnings
 
@@ -17,6 +19,9 @@ logger = logging.getLogger("trlshim")
 _seen: set = set()
 _applied: list = []
 _lock = threading.Lock()
+_listeners: list = []  # fn(key, message, site) for every translation, not only the first (the pytest plugin)
+# The libraries between a user's call and a report: their frames are never "the caller".
+_LIBRARIES = ("trlshim", "trl", "transformers", "accelerate", "datasets", "peft", "wrapt", "torch", "huggingface_hub")
 
 
 class TranslationWarning(UserWarning):
@@ -42,10 +47,51 @@ def _first_time(key: str, message: str) -> bool:
     return True
 
 
+def _library_dirs() -> tuple:
+    dirs = []
+    for name in _LIBRARIES:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path:
+            dirs.append(os.path.dirname(path) + os.sep)
+    return tuple(dirs)
+
+
+def call_site():
+    """``(filename, line)`` of the innermost frame outside trlshim, TRL and the libraries between them - the
+    line of the user's (or a library author's) code that made the legacy call - or None."""
+    skip = _library_dirs()
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith("<") and not filename.startswith(skip):
+            return filename, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def add_listener(fn) -> None:
+    """Call ``fn(key, message, site)`` for every translation from now on (``site``: ``call_site()``)."""
+    with _lock:
+        _listeners.append(fn)
+
+
+def remove_listener(fn) -> None:
+    with _lock:
+        if fn in _listeners:
+            _listeners.remove(fn)
+
+
 def translated(key: str, message: str) -> None:
     """Announce one translation (``key`` identifies it, ``message`` says what and why)."""
-    if strict():
-        raise TranslationError(f"{message} (TRLSHIM_STRICT=1 forbids translations; use the installed spelling)")
+    is_strict = strict()
+    if _listeners or is_strict:
+        site = call_site()
+        for fn in list(_listeners):
+            fn(key, message, site)
+        if is_strict:
+            where = f" [called from {site[0]}:{site[1]}]" if site else ""
+            raise TranslationError(f"{message} (TRLSHIM_STRICT=1 forbids translations; use the installed spelling)"
+                                   f"{where}")
     if _first_time(key, message):
         warnings.warn(message, TranslationWarning, stacklevel=4)
 
