@@ -7,6 +7,7 @@ restores the original objects; ``TRLSHIM_DISABLE=1`` turns the import-time patch
 from __future__ import annotations
 
 import _thread  # not threading: a bare interpreter has not imported it (~5 ms)
+import os
 import sys
 
 from .flags import flag
@@ -85,9 +86,19 @@ def _patch_now() -> None:
                                 "patches for the newest known shapes are applied, each checking its target first")
 
 
-def patch() -> None:
-    """Apply the rows selected for the installed TRL (idempotent; TRL need not be imported yet)."""
+def patch(written_for=None) -> None:
+    """Apply the rows selected for the installed TRL (idempotent; TRL need not be imported yet).
+
+    ``written_for="0.11"``: TRL configs built from now on take that release's defaults for the fields a
+    script leaves unset (overrides ``TRLSHIM_WRITTEN_FOR``; an unknown release is a ValueError here)."""
     global _finder
+    if written_for is not None or os.environ.get("TRLSHIM_WRITTEN_FOR", "").strip():
+        from . import flags, versions
+
+        if written_for is not None:
+            flags.written_for["release"] = versions.matrix_release(written_for)
+        else:
+            versions.matrix_release(os.environ["TRLSHIM_WRITTEN_FOR"])  # a clear error now, not at the first config
     with _lock:
         if "trl" not in sys.modules:  # defer everything (wrapt, the rows) to trl's import
             if _finder is None:
@@ -100,6 +111,9 @@ def patch() -> None:
 
 def unpatch() -> None:
     """Restore every patched attribute to the identical original object; remove injected names."""
+    from .flags import written_for
+
+    written_for["release"] = None
     with _lock:
         _remove_finder()
         if "trlshim.hooks" not in sys.modules:
@@ -130,6 +144,28 @@ def __getattr__(name):
         from .stable import sft_trainer_class
 
         return sft_trainer_class()
+    if name == "GRPOConfig":
+        from .stable import grpo_config_class
+
+        return grpo_config_class()
+    if name == "GRPOTrainer":
+        from .stable import grpo_trainer_class
+
+        return grpo_trainer_class()
+    if name == "DPOConfig":
+        from .stable import dpo_config_class
+
+        return dpo_config_class()
+    if name == "DPOTrainer":
+        from .stable import dpo_trainer_class
+
+        return dpo_trainer_class()
+    if name in ("RewardConfig", "RewardTrainer", "ORPOConfig", "ORPOTrainer", "KTOConfig", "KTOTrainer", "CPOConfig",
+                "CPOTrainer"):
+        from . import stable
+
+        kind = "config" if name.endswith("Config") else "trainer"
+        return getattr(stable, f"{name[:-len(kind)].lower()}_{kind}_class")()
     raise AttributeError(f"module 'trlshim' has no attribute {name!r}")
 
 

@@ -57,12 +57,45 @@ def doctor(_args=None) -> int:
         print(f"{pl.trainer}.__init__ pipeline ({pl.name}), in order:")
         for name, spec, reason, chosen in pl.describe(trl):
             print(f"  [{'on' if chosen else 'off':>3}] {name} (TRL {spec}): {reason}")
+    if getattr(_args, "written_for", None):
+        _print_written_for(_args.written_for)
     real_skips = {n: w for n, w in skipped.items() if not registry_row(n).optional}
     if real_skips:
         print("skipped patches (target changed shape):")
         for name, why in real_skips.items():
             print(f"  - {name}: {why}")
     return 1 if problems else 0  # a known-bad pair fails CI scripts that run `trlshim doctor`
+
+
+def _print_written_for(value) -> None:
+    """Every default that ``written_for=value`` would restore on the installed release, per config class."""
+    import importlib
+    import warnings
+
+    from . import versions
+    from .patches.common import written_for
+
+    release = versions.matrix_release(value)
+    print(f"written_for={release}: defaults that differ on TRL {versions.trl_version()} (restored where unset):")
+    for name in written_for.table()["classes"]:
+        cls = None
+        for module in ("trl", "trl.experimental"):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    cls = getattr(importlib.import_module(module), name, None)
+            except Exception:
+                cls = None
+            if cls is not None:
+                break
+        if cls is None:
+            print(f"  {name}: not in this release")
+            continue
+        diffs = written_for.differences(name, cls, release)
+        print(f"  {name}: {'no difference' if not diffs else ''}")
+        for field, old, new in diffs:
+            now = "no such field" if new == written_for.ABSENT else repr(getattr(new, "value", new))
+            print(f"    {field}: {now} -> {old!r}")
 
 
 def registry_row(name):
@@ -94,7 +127,7 @@ def release_table() -> str:
     lines = ["| TRL | tested with transformers | patches selected (besides trainer aliases) | pipeline steps |",
              "|---|---|---|---|"]
     for trl, tf in versions.TESTED.items():
-        names = [p.name for p in registry.selected(Version(trl)) if not p.optional]
+        names = [p.name for p in registry.selected(Version(trl), Version(tf)) if not p.optional]
         steps = [s.name for pl in pipelines() for s in pl.selected(Version(trl))]
         lines.append(f"| {trl} | {tf} | {', '.join(f'`{n}`' for n in names)} | {', '.join(f'`{n}`' for n in steps)} |")
     return "\n".join(lines)
@@ -190,6 +223,8 @@ def main(argv=None) -> int:
     p.add_argument("--output-dir", default=None, help="where the trainer may write (default: a temporary folder)")
     p.set_defaults(func=demo)
     d = sub.add_parser("doctor", help="versions, known-good pairs, and the patches active for this TRL")
+    d.add_argument("--written-for", default=None, metavar="RELEASE",
+                   help="also print every config default that written_for=RELEASE would restore here")
     d.set_defaults(func=doctor)
     t = sub.add_parser("table", help="print the supported-release table (as in README.md)")
     t.add_argument("--json", action="store_true", help="the tested matrix for machines: releases and their pins")

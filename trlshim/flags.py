@@ -3,6 +3,7 @@
 ``TRLSHIM_DISABLE``, ``TRLSHIM_STRICT``, ``TRLSHIM_KERNELS``, ``TRLSHIM_KERNELS_ROPE``,
 ``TRLSHIM_KERNELS_ON_CPU``, ``TRLSHIM_AUTO_PADDING_FREE``: ``1/true/yes/on`` and ``0/false/no/off``
 (any case); unset or empty is None, and so is anything else (the caller's default applies).
+``TRLSHIM_WRITTEN_FOR`` is a release (read by ``patches/common/written_for.py``).
 """
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from typing import Optional
 
 ON = frozenset({"1", "true", "yes", "on"})
 OFF = frozenset({"0", "false", "no", "off"})
+
+
+# ``trlshim.patch(written_for=...)``: the release a script was written for (None: ``TRLSHIM_WRITTEN_FOR`` decides).
+written_for = {"release": None}
 
 
 def flag(name: str) -> Optional[bool]:

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from .versions import release
+from .versions import release, transformers_version
 
 WRAP = "wrap"  # wrap the existing attribute in place (wrapt.FunctionWrapper)
 INJECT = "inject"  # set an attribute the module lacks; removed again on unpatch
@@ -43,17 +43,27 @@ class Patch:
     factory: Optional[Callable[[], object]] = None  # builds the injected object (FIELDS: a FieldSpec)
     expects: Optional[Callable[[object], Optional[str]]] = None  # returns why the target has the wrong shape
     optional: bool = False  # a missing target is normal (e.g. a trainer some releases lack)
+    # the transformers releases it applies to (None: any); checked against the installed transformers
+    transformers: Optional[SpecifierSet] = None
 
-    def applies_to(self, trl: Optional[Version]) -> bool:
-        return trl is not None and self.versions.contains(release(trl), prereleases=True)
+    def applies_to(self, trl: Optional[Version], transformers: Optional[Version] = None) -> bool:
+        if trl is None or not self.versions.contains(release(trl), prereleases=True):
+            return False
+        if self.transformers is None:
+            return True
+        tf = transformers if transformers is not None else transformers_version()
+        return tf is not None and self.transformers.contains(release(tf), prereleases=True)
 
 
 _ROWS: dict = {}
 
 
-def row(name, module, attribute, versions, reason, **kw) -> Patch:
-    """Declare a patch row (used by the modules in ``trlshim.patches``)."""
-    p = Patch(name=name, module=module, attribute=attribute, versions=SpecifierSet(versions), reason=reason, **kw)
+def row(name, module, attribute, versions, reason, transformers=None, **kw) -> Patch:
+    """Declare a patch row (used by the modules in ``trlshim.patches``). ``versions``: the TRL releases;
+    ``transformers`` (optional): the transformers releases, for rows keyed on transformers' own changes."""
+    tf = SpecifierSet(transformers) if transformers is not None else None
+    p = Patch(name=name, module=module, attribute=attribute, versions=SpecifierSet(versions), reason=reason,
+              transformers=tf, **kw)
     if name in _ROWS and _ROWS[name] != p:
         raise ValueError(f"duplicate patch row {name!r}")
     _ROWS[name] = p
@@ -65,6 +75,6 @@ def rows() -> list:
     return list(_ROWS.values())
 
 
-def selected(trl: Optional[Version]) -> list:
-    """The rows that apply to the given TRL version."""
-    return [p for p in rows() if p.applies_to(trl)]
+def selected(trl: Optional[Version], transformers: Optional[Version] = None) -> list:
+    """The rows that apply to the given TRL version (and the given, else the installed, transformers)."""
+    return [p for p in rows() if p.applies_to(trl, transformers)]

@@ -41,6 +41,24 @@ _NEWEST = max(map(Version, TESTED))
 TESTED_RANGE = SpecifierSet(f">={min(map(Version, TESTED))},<{_NEWEST.major}.{_NEWEST.minor + 1}")
 
 
+def matrix_release(value) -> str:
+    """The tested release a user's release string names: ``"0.11"`` or ``"0.11.2"`` -> ``"0.11.4"`` (the tested
+    release of that minor), an exact tested release as is; anything else is a clear error naming the accepted
+    releases (``written_for``)."""
+    text = str(value).strip().removeprefix("trl-").removeprefix("v")
+    try:
+        wanted = Version(text)
+    except Exception:
+        wanted = None
+    if wanted is not None and text not in MATRIX:
+        same_minor = [r for r in MATRIX if Version(r).release[:2] == wanted.release[:2]]
+        text = same_minor[-1] if same_minor else text
+    if text in MATRIX:
+        return text
+    raise ValueError(f"trlshim: {value!r} is not a TRL release trlshim knows the defaults of; give one of "
+                     f"{', '.join(MATRIX)} (or its minor, e.g. '0.11')")
+
+
 def outside_tested_range(trl: Optional[Version]) -> bool:
     return trl is not None and not TESTED_RANGE.contains(release(trl), prereleases=True)
 
@@ -66,6 +84,11 @@ def trl_version() -> Optional[Version]:
     """The installed TRL version. ``TRLSHIM_TRL_VERSION`` overrides it (to rehearse unknown releases)."""
     forced = os.environ.get("TRLSHIM_TRL_VERSION")
     return Version(forced) if forced else installed("trl")
+
+
+def transformers_version() -> Optional[Version]:
+    """The installed transformers version (registry rows may select on it: TrainingArguments drift)."""
+    return installed("transformers")
 
 
 def release(version: Version) -> Version:

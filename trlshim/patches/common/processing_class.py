@@ -11,9 +11,10 @@ from ... import report
 from ...pipeline import parameters
 from ...registry import row
 from ...translate import check_spelling_conflicts, installed_label, rename
+from .moved_trainers import native_versions
 
 TRAINERS = (
-    "dpo", "orpo", "kto", "cpo", "reward", "grpo", "ppo", "ppov2", "rloo", "bco", "online_dpo", "xpo",
+    "ppo", "ppov2", "rloo", "bco", "online_dpo", "xpo",
     "nash_md", "gkd", "prm", "iterative_sft", "alignprop", "ddpo",
 )
 CLASS_NAMES = {
@@ -53,8 +54,10 @@ def _expects(init):
 
 for _name in TRAINERS:
     for _module in (f"trl.trainer.{_name}_trainer", f"trl.experimental.{_name}.{_name}_trainer"):
-        row(
-            f"trainer_args.{_name}[{_module.split('.')[1]}]", _module, f"{CLASS_NAMES[_name]}.__init__", ">=0.7",
+        row(  # trl.trainer.<name>_trainer only where TRL has it (trlshim's legacy module there resolves to the
+            # experimental class, which the other row wraps: rows on one target never stack)
+            f"trainer_args.{_name}[{_module.split('.')[1]}]", _module, f"{CLASS_NAMES[_name]}.__init__",
+            native_versions(_name) if _module.startswith("trl.trainer.") else ">=0.7",
             "tokenizer= and processing_class= both work on every release",
             wrapper=_processing_class_alias, expects=_expects, optional=True,
         )

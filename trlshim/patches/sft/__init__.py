@@ -17,7 +17,9 @@ from . import (
     embedding_lr,
     formatting,
     kernel_routing,
+    legacy_datasets,
     loss_masks,
+    model_init,
     packing,
     vision,
 )
@@ -27,8 +29,14 @@ STEPS = (
     step("sft.arguments", ">=0.7", "accept every release's SFTTrainer arguments (tokenizer/processing_class, SFT "
          "options on trainer or config, TrainingArguments as SFTConfig)", arguments.translate,
          expects=arguments.expects),
+    step("sft.model_init_kwargs", ">=0.7", "model_init_kwargs keys in the spelling the release reads (torch_dtype "
+         "<-> dtype: TRL >= 0.23 would load float32)", model_init.translate),
     step("sft.text_field_default", "<0.12", "dataset_text_field='text' where the release has no default and would "
          "refuse the call", arguments.text_field_default),
+    step("sft.constant_length_dataset", ">=0.20", "a ConstantLengthDataset as train/eval dataset: its seq_length rows "
+         "fed as they are (TRL deleted the class)", legacy_datasets.constant_length_dataset),
+    step("sft.dataset_kwargs", ">=0.15", "dataset_kwargs add_special_tokens/append_concat_token with their TRL <= 0.14 "
+         "meaning (TRL >= 0.15 ignores them); unknown keys are an error", legacy_datasets.dataset_kwargs),
     step("sft.dataset_checks", ">=0.7", "an empty dataset, or one without the text column, is a clear error naming "
          "its columns", dataset_checks.check),
     step("sft.loss_masks", "<0.19", "completion_only_loss (TRL 0.17) and assistant_only_loss (TRL 0.19) on releases "

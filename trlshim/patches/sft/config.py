@@ -15,8 +15,6 @@ itself where TRL lacks it.
 from __future__ import annotations
 
 import argparse
-import copy
-import copyreg
 import dataclasses
 import functools
 import weakref
@@ -25,7 +23,10 @@ from typing import Any, Dict, Optional
 from ... import report
 from ...hooks import alias_property
 from ...registry import FIELDS, INJECT, FieldSpec, row
-from ...translate import config_kwargs, installed_label
+from ...translate import config_kwargs, init_fields, installed_label
+from ..common.config_classes import bf16_default, deep_copy, pickled_as_base, shallow_copy
+from ..common.training_args import add_cli_spellings, translate_training_arguments
+from ..common.written_for import restore_defaults
 
 # Options trlshim implements itself on releases that lack them (filled by the semantics patches).
 EMULATED: Dict[str, Any] = {}
@@ -102,36 +103,13 @@ def shim_options(config) -> dict:
     return out
 
 
-def _bf16_unsupported(kwargs) -> bool:
-    if kwargs.get("use_cpu"):
-        return False
-    try:
-        from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
-    except ImportError:
-        return False
-    return not is_torch_bf16_gpu_available() and not is_torch_xla_available()
-
-
-def _defaults(cls, kwargs: dict) -> dict:
-    """Changed defaults that would make old code crash (see module docstring). ``bf16=None`` is unset
-    (what ``HfArgumentParser`` passes when the command line does not say)."""
-    field = getattr(cls, "__dataclass_fields__", {}).get("bf16")
-    if field is not None and field.default is not False and kwargs.get("bf16") is None and not kwargs.get("fp16"):
-        if _bf16_unsupported(kwargs):
-            report.decided(
-                "default.bf16",
-                f"trlshim: bf16=False ({installed_label()} defaults bf16 to True, which this machine cannot run; "
-                "pass bf16= to choose)",
-            )
-            kwargs = dict(kwargs, bf16=False)
-    return kwargs
-
-
 def translate(cls, kwargs: dict):
     """(native kwargs for ``cls``, trlshim-handled extras)."""
     kwargs = {k: v for k, v in kwargs.items() if v is not NOT_GIVEN}  # the field's own default applies
+    kwargs = restore_defaults("SFTConfig", cls, kwargs)  # written_for: that release's defaults where unset
+    kwargs = translate_training_arguments(kwargs, cls.__name__, init_fields(cls))  # transformers' own drift
     native, extra = config_kwargs(cls, kwargs, emulated=set(EMULATED) | set(SHIM_FIELDS))
-    return _defaults(cls, native), extra
+    return bf16_default(cls, native), extra
 
 
 def _init_wrapper(wrapped, instance, args, kwargs):
@@ -176,29 +154,6 @@ def _translating_init(init):
     return __init__
 
 
-def _pickled_as_base(self, protocol):
-    """Pickled as the nearest class that is not trlshim's (TRL's SFTConfig, or TrainingArguments on TRL < 0.9)
-    with the same attributes: a checkpoint's ``training_args.bin`` loads without trlshim (trlshim's own
-    options are then plain attributes; with trlshim, the trainer reads them back)."""
-    base = next(c for c in type(self).__mro__ if c.__module__ != "trlshim" and dataclasses.is_dataclass(c))
-    # copyreg._reconstructor is what pickle itself uses for protocols < 2 (torch.save writes protocol 2,
-    # where __newobj__ must name the object's own class)
-    return copyreg._reconstructor, (base, object, None), dict(self.__dict__)
-
-
-def _copy(self):  # copies keep trlshim's class (pickling alone goes to the base class)
-    new = object.__new__(type(self))
-    new.__dict__.update(self.__dict__)
-    return new
-
-
-def _deepcopy(self, memo):
-    new = object.__new__(type(self))
-    memo[id(self)] = new
-    new.__dict__.update(copy.deepcopy(self.__dict__, memo))
-    return new
-
-
 def build_config_class(base, name="SFTConfig", fields=()):
     """A dataclass subclass of ``base`` adding ``fields`` (name, type, default) whose constructor
     accepts every release's spelling. Used for trlshim.SFTConfig and for TRL < 0.9."""
@@ -210,9 +165,9 @@ def build_config_class(base, name="SFTConfig", fields=()):
     cls.__module__ = "trlshim"
     cls._trlshim_owned = {n: True for n, _, _ in specs + extra}
     cls.__init__ = _translating_init(cls.__init__)
-    cls.__reduce_ex__ = _pickled_as_base
-    cls.__copy__ = _copy
-    cls.__deepcopy__ = _deepcopy
+    cls.__reduce_ex__ = pickled_as_base
+    cls.__copy__ = shallow_copy
+    cls.__deepcopy__ = deep_copy
     all_fields = set(cls.__dataclass_fields__)
     aliases = dict(getattr(cls, "_trlshim_aliases", None) or {})
     for group in FIELD_ALIASES:  # other releases' spellings of a field, as properties of the real one
@@ -243,6 +198,7 @@ def _cli_aliases(wrapped, instance, args, kwargs):
     actions = getattr(instance, "_option_string_actions", None)
     if actions is None:
         return result
+    add_cli_spellings(instance, dtype)  # TrainingArguments fields of other transformers releases
     fields = getattr(dtype, "__dataclass_fields__", {})
     for group in FIELD_ALIASES:
         if sum(n in fields for n in group) > 1:  # 0.16-0.19: both spellings are fields
@@ -334,6 +290,11 @@ row(
     "sft_config.cli_aliases", "transformers.hf_argparser", "HfArgumentParser._add_dataclass_arguments", ">=0.7",
     "command-line options in every release's spelling (--max_seq_length sets max_length where that is the field)",
     wrapper=_cli_aliases,
+)
+row(
+    "sft_config.cli_aliases.trl_parser", "trl.scripts._hf_argparser", "HfArgumentParser._add_dataclass_arguments",
+    ">=1.0", "the same command-line spellings through TrlParser, whose parser TRL >= 1.0 vendors (not transformers')",
+    wrapper=_cli_aliases, optional=True,
 )
 for _module in ("trl", "trl.trainer"):
     row(

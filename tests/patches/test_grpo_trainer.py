@@ -1,0 +1,194 @@
+"""A 0.14-era GRPO script (reward functions without **kwargs, ``max_prompt_length``, ``tokenizer=``) trains
+with its meaning on every release with GRPO: what the reward functions receive, how long the prompts the
+model is fed are, and that the parameters move. Tiny model, 1 step, no vLLM."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import helpers
+import pytest
+import torch
+
+import trlshim
+from trlshim import report
+from trlshim.versions import trl_in, trl_version
+
+TRL = trl_version()
+pytestmark = pytest.mark.skipif(not trl_in(">=0.14"), reason=f"TRL {TRL} has no GRPO (introduced in TRL 0.14.0)")
+
+LIMIT, COMPLETION = 5, 4  # max_prompt_length, max_completion_length
+# Completions per reward call with per_device_train_batch_size=2, num_generations=2: TRL 0.14 counted prompts
+# in the batch size (2 prompts x 2 generations), 0.15+ counts completions (1 prompt x 2).
+PER_CALL = 4 if trl_in("<0.15") else 2
+
+
+def _expected_extra_kwargs() -> set:
+    """What TRL itself passes a reward function besides prompts/completions/columns (research doc, section 2.3)."""
+    extra = set()
+    if trl_in(">=0.18"):
+        extra.add("completion_ids")
+    if trl_in(">=0.20"):
+        extra.add("trainer_state")
+    if trl_in(">=1.0"):
+        extra |= {"log_extra", "log_metric"}
+    return extra
+
+
+def _tokenizer():
+    tok = helpers.make_tokenizer()
+    tok.model_input_names = ["input_ids", "attention_mask"]  # a causal LM's tokenizer (0.19-0.2x pass all to generate)
+    return tok
+
+
+def _dataset(n=8):
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": t, "answer": f"a{i}"}
+                              for i, t in enumerate(helpers.texts(n, seed=3, n_min=10, n_max=14))])
+
+
+class _Fed:
+    """Every forward call's input width and attended lengths (generation and loss alike)."""
+
+    def __init__(self, model):
+        self.widths, self.lengths = [], []
+        self.handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        if ids is not None:
+            self.widths.append(ids.shape[1])
+        if mask is not None:
+            self.lengths.extend(mask.sum(-1).tolist())
+
+
+def _config(tmp_path, **kw):
+    import trl
+
+    base = helpers.training_kwargs(tmp_path, max_steps=1, per_device_train_batch_size=2,
+                                   gradient_accumulation_steps=1)  # 0.14 defaulted to 8
+    base.pop("use_cpu", None)
+    base.pop("no_cuda", None)  # a 0.14-era script names no device; trlshim keeps the CPU run runnable
+    return trl.GRPOConfig(**base, num_generations=2, max_completion_length=COMPLETION, **kw)
+
+
+def _train(tmp_path, reward_funcs, trainer_cls=None, copy_config=None, **config):
+    import trl
+
+    tok, model = _tokenizer(), helpers.make_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fed = _Fed(model)
+    cls = trainer_cls or trl.GRPOTrainer
+    args = _config(tmp_path, **config)
+    if copy_config is not None:
+        args = copy_config(args)
+    trainer = cls(model=model, reward_funcs=reward_funcs, args=args, train_dataset=_dataset(),
+                  tokenizer=tok)  # GRPO never took tokenizer=: trlshim renames it
+    trainer.train()
+    fed.handle.remove()
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    return fed, moved, tok
+
+
+def test_grpo_014_script_trains_with_its_meaning(tmp_path):
+    seen = {"positional": [], "kwargs": []}
+
+    def exact(prompts, completions):  # a 0.14 reward function: no **kwargs
+        seen["positional"].append((len(prompts), len(completions), all(isinstance(c, str) for c in completions)))
+        return [float(i) for i in range(len(completions))]  # differs within each group: non-zero advantages
+
+    def open_ended(completions, **kw):
+        seen["kwargs"].append(set(kw))
+        return [0.0] * len(completions)
+
+    fed, moved, tok = _train(tmp_path, [exact, open_ended], max_prompt_length=LIMIT)
+
+    assert seen["positional"] and all(c == (PER_CALL, PER_CALL, True) for c in seen["positional"])
+    assert seen["kwargs"] and all(k == {"prompts", "answer"} | _expected_extra_kwargs() for k in seen["kwargs"])
+    untruncated = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in _dataset()["prompt"]]
+    assert min(untruncated) > LIMIT  # so the limit below is trlshim's / TRL's truncation, not short data
+    assert fed.widths[0] == LIMIT  # the first forward: the prompts' prefill, cut to their last LIMIT tokens
+    assert max(fed.widths) <= LIMIT + COMPLETION and max(fed.lengths) <= LIMIT + COMPLETION
+    assert moved, "no parameter changed in the training step"
+    if trl_in(">=0.18"):  # TRL passes more than `exact` takes: reported once
+        assert any("'exact' takes no" in m for m in report.applied())
+
+
+def test_grpo_stable_trainer_same_meaning(tmp_path):
+    calls = []
+
+    def reward(prompts, completions):
+        calls.append(len(completions))
+        return [float(i) for i in range(len(completions))]
+
+    fed, moved, _ = _train(tmp_path, reward, trainer_cls=trlshim.GRPOTrainer, max_prompt_length=LIMIT)
+    import trl
+
+    assert issubclass(trlshim.GRPOTrainer, trl.GRPOTrainer)
+    assert calls and set(calls) == {PER_CALL}
+    assert fed.widths[0] == LIMIT and moved
+
+
+def test_grpo_missing_required_reward_argument_is_named(tmp_path):
+    import trl
+
+    def reward(completions, solution):  # the dataset has no 'solution' column
+        return [0.0] * len(completions)
+
+    with pytest.raises(TypeError, match=r"'reward'.*'solution'") as err:
+        trl.GRPOTrainer(model=helpers.make_model(), reward_funcs=reward, args=_config(tmp_path),
+                        train_dataset=_dataset(), processing_class=_tokenizer())
+    assert str(TRL) in str(err.value)
+
+
+def test_grpo_reward_adapter_keeps_name_async_and_kwargs_functions():
+    from trlshim.patches.grpo import rewards
+
+    def with_kwargs(completions, **kw):
+        return [0.0] * len(completions)
+
+    async def scored(prompts, completions):
+        return [1.0] * len(completions)
+
+    assert rewards.adapt(with_kwargs) is with_kwargs  # nothing to filter: TRL's own call
+    wrapped = rewards.adapt(scored)
+    assert wrapped.__name__ == "scored"
+    assert inspect.iscoroutinefunction(wrapped.__call__)  # TRL >= 0.27 awaits it
+    out = asyncio.run(wrapped(prompts=["p"], completions=["c"], completion_ids=[[1]], trainer_state=None))
+    assert out == [1.0]
+
+
+def test_grpo_positionals_by_name_and_both_tokenizer_spellings(tmp_path):
+    import trl
+
+    def reward(prompts, completions):
+        return [0.0] * len(completions)
+
+    tok, model, cfg, data = _tokenizer(), helpers.make_model(), _config(tmp_path), _dataset()
+    trainer = trl.GRPOTrainer(model, reward, cfg, data, None, tok)  # the positions every release agrees on
+    assert trainer.processing_class is tok
+    assert [f.__name__ for f in trainer.reward_funcs] == ["reward"]  # TRL logs rewards under this name
+    with pytest.raises(TypeError, match=r"'processing_class' and 'tokenizer'|'tokenizer' and 'processing_class'"):
+        trl.GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=data, tokenizer=tok,
+                        processing_class=_tokenizer())
+    with pytest.raises(TypeError, match="positional"):
+        trl.GRPOTrainer(model, reward, cfg, data, None, tok, None)  # later positions differ (1.8 inserted one)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])  # replace: TRL's own GRPOConfig refuses its own copy
+def test_grpo_max_prompt_length_survives_config_copies(tmp_path, how):
+    """The copies TRL, accelerate and users make of a config keep the emulated max_prompt_length (issue 9)."""
+    import copy
+    import dataclasses
+    import pickle
+
+    copier = {"replace": dataclasses.replace, "deepcopy": copy.deepcopy,
+              "pickle": lambda c: pickle.loads(pickle.dumps(c))}[how]
+
+    def reward(prompts, completions):
+        return [float(i) for i in range(len(completions))]
+
+    fed, moved, _ = _train(tmp_path, reward, copy_config=copier, max_prompt_length=LIMIT)
+    assert fed.widths[0] == LIMIT and moved

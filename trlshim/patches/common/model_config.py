@@ -1,0 +1,42 @@
+"""``ModelConfig`` (TRL's model arguments for scripts, all releases) in both spellings of its dtype field.
+
+TRL 0.23 added ``dtype`` beside ``torch_dtype`` (deprecated, copied over in ``__post_init__``) and 0.27
+removed ``torch_dtype``: an old script's ``ModelConfig(torch_dtype="bfloat16")``, ``--torch_dtype bfloat16``
+or ``model_args.torch_dtype`` fails there. Releases before 0.23 lack ``dtype`` the same way for new scripts.
+Where the class has one spelling only, the other is accepted by the constructor (reported), read and
+written as a property of the real field, and on the command line (the shared CLI-alias row reads
+``_trlshim_aliases``, which the FIELDS row sets).
+"""
+from __future__ import annotations
+
+from ... import report
+from ...registry import FIELDS, FieldSpec, row
+from ...translate import installed_label, same_value
+
+GROUP = ("dtype", "torch_dtype")
+MODULE, CLASS = "trl.trainer.model_config", "ModelConfig"
+
+
+def _init(wrapped, instance, args, kwargs):
+    fields = getattr(type(instance), "__dataclass_fields__", {}) if instance is not None else {}
+    real = [n for n in GROUP if n in fields and n not in getattr(type(instance), "_trlshim_injected_fields", ())]
+    if len(real) == 1:
+        (target,) = real
+        other = next(n for n in GROUP if n != target)
+        if other in kwargs:
+            value = kwargs.pop(other)
+            if target in kwargs and not same_value(kwargs[target], value):
+                raise TypeError(f"ModelConfig got {other}={value!r} and {target}={kwargs[target]!r}: one option; "
+                                f"{installed_label()} calls it {target!r}")
+            kwargs.setdefault(target, value)
+            report.translated(f"ModelConfig.{other}", f"trlshim: ModelConfig({other}=...) -> {target}= "
+                              f"({installed_label()})")
+    return wrapped(*args, **kwargs)
+
+
+for _spec, _why in ((">=0.27", "TRL 0.27 removed torch_dtype"), ("<0.23", "dtype arrived in TRL 0.23")):
+    row(f"model_config.dtype.init[{_spec}]", MODULE, f"{CLASS}.__init__", _spec,
+        f"ModelConfig(torch_dtype=...) and ModelConfig(dtype=...) on every release ({_why})", wrapper=_init)
+    row(f"model_config.dtype.alias[{_spec}]", MODULE, CLASS, _spec,
+        f"model_args.torch_dtype / model_args.dtype and --torch_dtype / --dtype on every release ({_why})",
+        kind=FIELDS, factory=lambda: FieldSpec(aliases=(GROUP,)))

@@ -1,0 +1,84 @@
+"""The KTO wing: ``KTOTrainer.__init__`` as one ordered pipeline of steps, and ``KTOConfig``'s rows.
+
+KTO (research: trl-rl-matrix.md section 4) took its options from ``KTOConfig`` since it was created (0.8);
+``tokenizer`` -> ``processing_class`` at 0.12; moved to ``trl.experimental.kto`` at 0.26 (``trl.KTOTrainer`` a
+subclass shim calling it) and promoted back, rewritten, to ``trl.trainer.kto_trainer`` at 1.8 (the experimental
+path now the shim). The experimental config dropped ``max_prompt_length``, ``max_completion_length``,
+``truncation_mode``, ``is_encoder_decoder`` at 0.27 and ``label_pad_token_id``, ``padding_value``,
+``ref_model_init_kwargs`` at 0.28, ``generate_during_eval`` at 1.2: dropped when the value is what the release
+does anyway, else a TypeError saying what to do. ``bf16`` defaults to True from 0.19. Positions after
+``model, ref_model, args`` differ between releases (1.8 put ``data_collator`` before the datasets): keywords.
+``learning_rate`` (5e-7 at 0.11, 1e-6 from 0.12) follows the installed release.
+"""
+from __future__ import annotations
+
+from ...pipeline import register, step
+from ...versions import trl_in
+from ..reward.common import (
+    RangedPipeline,
+    Removed,
+    arguments,
+    config_row,
+    expects_trainer,
+    import_first,
+    new_config,
+)
+
+POSITIONAL = ("model", "ref_model", "args")
+
+STEPS = (
+    step("kto.arguments", ">=0.7", "tokenizer/processing_class, KTOConfig fields given to the trainer, "
+         "TrainingArguments as KTOConfig", arguments("KTOTrainer"), expects=expects_trainer("KTOTrainer")),
+)
+
+_EXPERIMENTAL = ">=0.26,<1.8"
+
+
+def config_class():
+    if trl_in(_EXPERIMENTAL):
+        return import_first(("trl.experimental.kto.kto_config", "KTOConfig"))()
+    return import_first(("trl.trainer.kto_config", "KTOConfig"))()
+
+
+def trainer_class():
+    if trl_in(_EXPERIMENTAL):
+        return import_first(("trl.experimental.kto.kto_trainer", "KTOTrainer"))()
+    return import_first(("trl.trainer.kto_trainer", "KTOTrainer"))()
+
+
+PIPELINES = tuple(register(RangedPipeline(
+    name=f"kto.pipeline[{where}]", trainer="KTOTrainer", module=module, attribute="KTOTrainer.__init__",
+    reason="KTOTrainer calls of every release, with their meaning", steps=STEPS, config_class=config_class,
+    positional=POSITIONAL, new_config=new_config("KTO", "0.13"), versions=versions,
+)) for where, module, versions in (("trainer", "trl.trainer.kto_trainer", "<0.26"),
+                                   ("experimental", "trl.experimental.kto.kto_trainer", _EXPERIMENTAL),
+                                   ("stable", "trl.trainer.kto_trainer", ">=1.8")))
+
+
+def pipeline():
+    """The pipeline whose row applies to the installed release (for ``trlshim.KTOTrainer``)."""
+    return next(p for p in PIPELINES if trl_in(p.versions))
+
+
+_NO_PROMPT_TRUNCATION = ("this release truncates prompt+completion to max_length only; truncate prompts/completions "
+                         "in your dataset, or pin trl<0.27")
+REMOVED = (
+    Removed("max_prompt_length", "0.27", _NO_PROMPT_TRUNCATION),
+    Removed("max_completion_length", "0.27", _NO_PROMPT_TRUNCATION),
+    Removed("truncation_mode", "0.27", _NO_PROMPT_TRUNCATION),
+    Removed("is_encoder_decoder", "0.27", "encoder-decoder models are not supported by this release's KTO",
+            same=(None, False)),
+    Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
+    Removed("padding_value", "0.28", "the tokenizer's pad token is used", same=(None,)),
+    Removed("ref_model_init_kwargs", "0.28", "load the reference model yourself and pass ref_model=...",
+            same=(None,)),
+    Removed("generate_during_eval", "1.2", "generate samples with a callback of your own", same=(False,)),
+)
+for _where, _module, _versions in (("trainer", "trl.trainer.kto_config", ">=0.7"),
+                                   ("experimental", "trl.experimental.kto.kto_config", _EXPERIMENTAL),
+                                   ("experimental_shim", "trl.experimental.kto", ">=1.8")):
+    config_row(f"kto_config.fields[{_where}]", _module, "KTOConfig", _versions,
+               "KTOConfig in every release's spelling: removed fields explained, bf16 runnable where TRL >= 0.19 "
+               "defaults it on", REMOVED)
+
+__all__ = ["PIPELINES", "STEPS", "REMOVED", "config_class", "pipeline", "trainer_class"]

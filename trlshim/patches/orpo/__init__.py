@@ -1,0 +1,66 @@
+"""The ORPO wing: ``ORPOTrainer.__init__`` as one ordered pipeline of steps, and ``ORPOConfig``'s rows.
+
+ORPO (research: trl-rl-matrix.md section 4) took its options from ``ORPOConfig`` since it was created (0.8.2);
+``tokenizer`` -> ``processing_class`` at 0.12; the class moved to ``trl.experimental.orpo`` at 0.26 (the
+old path a subclass shim until 0.29, then gone: ``common/moved_trainers.py`` keeps the old imports working);
+the experimental config dropped ``max_prompt_length`` and ``label_pad_token_id`` at 0.28 and
+``truncation_mode`` at 1.0 (those releases no longer truncate the prompt at all, so the old meaning has no
+equivalent: a TypeError saying so, except ``label_pad_token_id=-100``, what the release uses anyway);
+``bf16`` defaults to True from 0.19. ``learning_rate`` (1e-6 from 0.12) follows the installed release.
+
+The pipeline row sits on the class whose ``__init__`` runs: ``trl.trainer.orpo_trainer`` before 0.26,
+``trl.experimental.orpo.orpo_trainer`` from 0.26 (TRL's 0.26-0.28 shim calls it): one row per release.
+"""
+from __future__ import annotations
+
+from ...pipeline import register, step
+from ..reward.common import (
+    LEADING,
+    RangedPipeline,
+    Removed,
+    arguments,
+    config_row,
+    expects_trainer,
+    import_first,
+    new_config,
+)
+
+STEPS = (
+    step("orpo.arguments", ">=0.7", "tokenizer/processing_class, ORPOConfig fields given to the trainer, "
+         "TrainingArguments as ORPOConfig", arguments("ORPOTrainer"), expects=expects_trainer("ORPOTrainer")),
+)
+
+config_class = import_first(("trl.experimental.orpo.orpo_config", "ORPOConfig"), ("trl.trainer.orpo_config",
+                                                                                   "ORPOConfig"))
+trainer_class = import_first(("trl.experimental.orpo.orpo_trainer", "ORPOTrainer"), ("trl.trainer.orpo_trainer",
+                                                                                     "ORPOTrainer"))
+
+PIPELINES = tuple(register(RangedPipeline(
+    name=f"orpo.pipeline[{where}]", trainer="ORPOTrainer", module=module, attribute="ORPOTrainer.__init__",
+    reason="ORPOTrainer calls of every release, with their meaning", steps=STEPS, config_class=config_class,
+    positional=LEADING, new_config=new_config("ORPO", "0.13"), versions=versions,
+)) for where, module, versions in (("trainer", "trl.trainer.orpo_trainer", "<0.26"),
+                                   ("experimental", "trl.experimental.orpo.orpo_trainer", ">=0.26")))
+
+
+def pipeline():
+    """The pipeline whose row applies to the installed release (for ``trlshim.ORPOTrainer``)."""
+    from ...versions import trl_in
+
+    return PIPELINES[0] if trl_in("<0.26") else PIPELINES[1]
+
+
+_NO_PROMPT_TRUNCATION = ("this release never truncates the prompt (only the responses, to max_length): truncate "
+                         "prompts in your dataset, or pin trl<0.28")
+REMOVED = (
+    Removed("max_prompt_length", "0.28", _NO_PROMPT_TRUNCATION),
+    Removed("truncation_mode", "1.0", _NO_PROMPT_TRUNCATION),
+    Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
+)
+for _where, _module, _versions in (("trainer", "trl.trainer.orpo_config", "<0.29"),
+                                   ("experimental", "trl.experimental.orpo.orpo_config", ">=0.26")):
+    config_row(f"orpo_config.fields[{_where}]", _module, "ORPOConfig", _versions,
+               "ORPOConfig in every release's spelling: removed fields explained, bf16 runnable where TRL >= 0.19 "
+               "defaults it on", REMOVED)
+
+__all__ = ["PIPELINES", "STEPS", "REMOVED", "config_class", "pipeline", "trainer_class"]

@@ -1,0 +1,239 @@
+"""Pieces every preference-trainer wing (Reward, ORPO, and later KTO/CPO) shares.
+
+- ``RangedPipeline``: a ``Pipeline`` whose row covers a TRL range, so a trainer that moved (ORPO:
+  ``trl.trainer.orpo_trainer`` before 0.26, ``trl.experimental.orpo`` from 0.26, where TRL's old path is a
+  subclass shim calling the new ``__init__``) carries exactly one row on the class that runs.
+- ``arguments(trainer)``: the argument step - ``tokenizer=`` <-> ``processing_class=``, a plain
+  ``TrainingArguments`` as the release's config with the same values, config fields given to the trainer
+  as keyword arguments moved onto a copy of the config (kwargs win, as TRL 0.9-0.12 did for DPO), and
+  anything else a TypeError naming it, the installed release and the closest valid name.
+- ``config_row``: one row per config class ``__init__``: other releases' TrainingArguments spellings
+  (``common.training_args``), fields a release removed (dropped when the value means what the release does
+  anyway, else a TypeError with the release and advice), and ``bf16=False`` where TRL >= 0.19 defaults it to
+  True on a machine that cannot run it (as ``patches/sft/config.py`` does).
+"""
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+from typing import Callable, Optional
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from ... import report
+from ...pipeline import Pipeline, parameters
+from ...registry import row
+from ...translate import check_spelling_conflicts, closest, installed_label, rename, same_value
+from ...versions import release, trl_version
+from ..common.config_classes import bf16_default
+from ..common.training_args import translate_training_arguments
+from ..common.written_for import restore_defaults
+
+# The positions every release of these trainers agrees on; later positions must be keywords.
+LEADING = ("model", "args", "data_collator", "train_dataset", "eval_dataset", "processing_class")
+
+
+@dataclasses.dataclass(frozen=True)
+class RangedPipeline(Pipeline):
+    """A pipeline whose one row applies to ``versions`` (the releases where ``module`` holds the class)."""
+
+    versions: str = ">=0.7"
+
+    def row(self):
+        return row(self.name, self.module, self.attribute, self.versions, self.reason, wrapper=self.wrapper,
+                   expects=self.shape_problem)
+
+    def describe(self, trl):
+        """Every step off where this pipeline's row does not apply (``trlshim doctor``)."""
+        here = trl is not None and SpecifierSet(self.versions).contains(release(trl), prereleases=True)
+        return [(n, v, r, on and here) for n, v, r, on in super().describe(trl)]
+
+
+def import_first(*candidates) -> Callable[[], type]:
+    """A loader of the first ``(module, name)`` that imports (the class's home on the installed release)."""
+
+    def load():
+        import importlib
+
+        for module, name in candidates:
+            try:
+                return getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                continue
+        raise ImportError(f"none of {[f'{m}.{n}' for m, n in candidates]} in {installed_label()}")
+
+    return load
+
+
+def to_config(args, config_cls, trainer: str):
+    """A plain TrainingArguments (or another TA subclass) as ``config_cls`` with the same values."""
+    accepted = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in accepted}
+    report.translated(f"{trainer}.args.{type(args).__name__}",
+                      f"trlshim: {trainer}(args={type(args).__name__}) -> {config_cls.__name__} with the same values "
+                      f"({installed_label()})")
+    return config_cls(**values)
+
+
+def arguments(trainer: str) -> Callable:
+    """The argument step of ``trainer`` (see module docstring)."""
+
+    def translate(call) -> None:
+        params, fields = set(call.params), call.config_fields
+        check_spelling_conflicts(call.kwargs, f"{trainer}()", params | fields)
+        kwargs, to_cfg = {}, {}
+        for name, value in call.kwargs.items():
+            target = rename(name, params)
+            if target is not None:
+                if target != name:
+                    report.translated(f"{trainer}.{name}",
+                                      f"trlshim: {trainer}({name}=...) -> {target}= ({installed_label()})")
+                if target in kwargs and not same_value(kwargs[target], value):
+                    raise TypeError(f"{trainer}() got {name!r} and {target!r}: pass only one")
+                kwargs[target] = value
+                continue
+            on_config = rename(name, fields)
+            if on_config is None:
+                raise TypeError(f"{trainer}() got an unexpected keyword argument {name!r} ({installed_label()})"
+                                f"{closest(name, params | fields)}")
+            report.translated(f"{trainer}.{name}", f"trlshim: {trainer}({name}=...) -> "
+                              f"{call.config_cls.__name__}.{on_config} ({installed_label()})")
+            to_cfg[on_config] = value
+        call.kwargs = kwargs
+        cfg = call.args
+        if cfg is not None and not isinstance(cfg, call.config_cls):
+            call.replace_config(to_config(cfg, call.config_cls, trainer))
+        if to_cfg:
+            cfg = call.writable_config()
+            for name, value in to_cfg.items():
+                setattr(cfg, name, value)
+
+    return translate
+
+
+def expects_trainer(trainer: str):
+    def expects(init) -> Optional[str]:
+        params = parameters(init)
+        if "kwargs" in params and "model" not in params:
+            return None  # TRL's 0.26-0.28 shims (*args, **kwargs): the wrapped class underneath is checked
+        missing = [p for p in ("model", "args", "train_dataset") if p not in params]
+        return f"{trainer}.__init__ lacks {missing}" if missing else None
+
+    return expects
+
+
+def new_config(suffix: str, since: str):
+    """The config the trainer builds when ``args`` is None (built here only when a step must write to it):
+    ``<model name>-<suffix>`` from TRL ``since``, transformers' ``tmp_trainer`` before."""
+
+    def build(call):
+        if older(since):
+            return call.config_cls(output_dir="tmp_trainer")
+        model = call.kwargs.get("model")
+        name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
+        return call.config_cls(output_dir=f"{str(name).split('/')[-1] or 'model'}-{suffix}")
+
+    return build
+
+
+# --- config classes ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Removed:
+    """A config field the installed release lacks. ``since``: the release that removed it; ``same``: values
+    that mean what the release does anyway (dropped with a report); ``advice``: what to do otherwise."""
+
+    field: str
+    since: str
+    advice: str
+    same: tuple = ()
+
+
+def _fields(cls) -> set:
+    added = getattr(cls, "_trlshim_injected_fields", frozenset())
+    return {f.name for f in dataclasses.fields(cls) if f.init and f.name not in added}
+
+
+def translate_config(cls, kwargs: dict, removed: tuple) -> dict:
+    """Keyword arguments for the installed config ``cls`` (see module docstring)."""
+    fields = _fields(cls)
+    kwargs = restore_defaults(cls.__name__, cls, kwargs)  # written_for: that release's defaults where unset
+    if kwargs:
+        kwargs = translate_training_arguments(dict(kwargs), cls.__name__, fields)
+    gone = {r.field: r for r in removed}
+    out = {}
+    for name, value in kwargs.items():
+        if name in fields:
+            out[name] = value
+            continue
+        r = gone.get(name)
+        trl = trl_version()
+        if r is not None and trl is not None and release(trl) >= Version(r.since):
+            if any(same_value(value, s) for s in r.same):
+                report.translated(f"{cls.__name__}.{name}", f"trlshim: dropped {cls.__name__}({name}={value!r}): "
+                                  f"removed in TRL {r.since}, and {installed_label()} does the same without it")
+                continue
+            raise TypeError(f"{cls.__name__}({name}={value!r}): {name!r} was removed in TRL {r.since} "
+                            f"({installed_label()} is installed); {r.advice}")
+        out[name] = value  # the constructor's own TypeError (unknown names) stays TRL's, as without trlshim
+    return bf16_default(cls, out)
+
+
+_TRANSLATING = contextvars.ContextVar("trlshim_config_translating", default=None)
+
+
+def _config_init_wrapper(removed: tuple):
+    def wrapper(wrapped, instance, args, kwargs):
+        cls = type(instance) if instance is not None else None
+        if cls is None or not dataclasses.is_dataclass(cls) or _TRANSLATING.get() == id(instance):
+            return wrapped(*args, **kwargs)  # (a TRL shim subclass calling its wrapped base: translated once)
+        token = _TRANSLATING.set(id(instance))
+        try:
+            return wrapped(*args, **translate_config(cls, kwargs, removed))
+        finally:
+            _TRANSLATING.reset(token)
+
+    return wrapper
+
+
+def _expects_callable(init) -> Optional[str]:
+    return None if callable(init) else "__init__ is not callable"
+
+
+def config_row(name: str, module: str, cls: str, versions: str, reason: str, removed: tuple = ()):
+    return row(name, module, f"{cls}.__init__", versions, reason, wrapper=_config_init_wrapper(removed),
+               expects=_expects_callable, optional=True)
+
+
+# --- stable names (trlshim.<Trainer>, trlshim.<Config>) ---------------------------------------------
+
+
+@functools.cache
+def stable_config(base, removed: tuple):
+    """A subclass of the installed config class whose constructor runs the same translation as the row."""
+    def __init__(self, *args, **kwargs):
+        super(cls, self).__init__(*args, **translate_config(type(self), kwargs, removed))
+
+    cls = type(base.__name__, (base,), {"__init__": __init__, "__module__": "trlshim"})
+    cls.__doc__ = f"trlshim.{base.__name__}: {base.__module__}.{base.__name__} accepting every TRL release's fields."
+    return cls
+
+
+@functools.cache
+def stable_trainer(base, pipeline):
+    """A subclass of the installed trainer running ``pipeline`` whether or not ``trlshim.patch()`` ran."""
+
+    def __init__(self, *args, **kwargs):
+        return pipeline.run(super(cls, self).__init__, self, args, kwargs)
+
+    cls = type(base.__name__, (base,), {"__init__": __init__, "__module__": "trlshim"})
+    cls.__doc__ = f"trlshim.{base.__name__}: the installed {base.__name__} accepting every TRL release's arguments."
+    return cls
+
+
+def older(version: str) -> bool:
+    trl = trl_version()
+    return trl is not None and release(trl) < Version(version)
