@@ -276,7 +276,14 @@ def applied() -> list:
         return list(dict.fromkeys(r[0] for r in _records))  # a FIELDS row records several changes
 
 
-def skipped() -> dict:
-    """Patches that skipped themselves, with the reason."""
+def skipped(optional: bool = True) -> dict:
+    """Patches that skipped themselves, with the reason. ``optional=False``: only the rows whose skip matters
+    (an optional row - a name some releases already have, a trainer some releases lack - skips by design)."""
     with _lock:
-        return dict(_skipped)
+        out = dict(_skipped)
+    if not optional:
+        from .registry import rows
+
+        quiet = {p.name for p in rows() if p.optional}
+        out = {n: w for n, w in out.items() if n not in quiet}
+    return out

@@ -243,3 +243,18 @@ def test_trainer_kwargs_go_to_a_copy_of_the_config(tmp_path):
     assert trainer.beta == 0.7 and cfg.beta == 0.1
     lt = getattr(trainer, "loss_type", None) or trainer.args.loss_type
     assert (lt if isinstance(lt, str) else lt[0]) == "hinge"
+
+
+def test_legacy_config_fields_match_the_installed_trainer():
+    """trlshim's DPOConfig for TRL < 0.9 is a table (no trainer import inside trl's import hook): it must equal
+    the installed DPOTrainer's DPO keyword defaults."""
+    import inspect
+
+    from trlshim.patches.dpo.options import DPO_OPTIONS, LEGACY_DEFAULTS
+
+    if TRL >= Version("0.9"):
+        pytest.skip("TRL >= 0.9 has its own DPOConfig")
+    from trl.trainer.dpo_trainer import DPOTrainer
+
+    sig = inspect.signature(DPOTrainer.__init__).parameters
+    assert dict(LEGACY_DEFAULTS) == {n: p.default for n, p in sig.items() if n in DPO_OPTIONS}

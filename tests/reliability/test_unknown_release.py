@@ -37,7 +37,7 @@ SCENARIO = """
         import trl
         trlshim.patch()  # re-applying must not warn again
     r["skip_warnings"] = [str(w.message) for w in caught if w.category.__name__ == "PatchSkippedWarning"]
-    r["skipped"] = hooks.skipped()
+    r["skipped"] = hooks.skipped(optional=False)
     from trlshim import registry, versions
     rows = registry.selected(versions.trl_version())
     r["skipped_on_trainer_init"] = [p.name for p in rows if p.attribute == "SFTTrainer.__init__"]
@@ -66,7 +66,7 @@ SCENARIO = """
     with warnings.catch_warnings(record=True) as caught:
         trlshim.patch()
     r["second_skip_warnings"] = [str(w.message) for w in caught if w.category.__name__ == "PatchSkippedWarning"]
-    r["second_skipped"] = hooks.skipped()
+    r["second_skipped"] = hooks.skipped(optional=False)
     r["second_wrappers"] = wrappers()
     out = tempfile.mkdtemp()
     r["second_legacy"] = legacy_call(trl.trainer.sft_trainer.SFTTrainer, out)

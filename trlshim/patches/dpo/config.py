@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 from typing import Any, Optional
 
 from ... import report
-from ...pipeline import lookup, parameters
+from ...pipeline import lookup
 from ...registry import FIELDS, INJECT, FieldSpec, row
 from ...translate import check_spelling_conflicts, installed_label, same_value, unplaceable
 from ..common.config_classes import bf16_default, deep_copy, pickled_as_base, shallow_copy
@@ -30,7 +29,7 @@ from ..common.model_init_kwargs import translate_model_init_kwargs
 from ..common.training_args import translate_training_arguments
 from ..common.written_for import restore_defaults
 from .facts import FACTS
-from .options import ADVICE, DPO_OPTIONS, DROPPED_AT, EMULATED, RENAMED
+from .options import ADVICE, DPO_OPTIONS, DROPPED_AT, EMULATED, LEGACY_DEFAULTS, RENAMED
 
 MODEL_INIT_OPTIONS = ("model_init_kwargs", "ref_model_init_kwargs")
 
@@ -180,11 +179,8 @@ def build_config_class(base, fields=()):
 
 
 def legacy_fields() -> tuple:
-    """(name, type, default) of the DPO options the installed (TRL < 0.9) DPOTrainer takes as kwargs."""
-    from trl.trainer.dpo_trainer import DPOTrainer
-
-    init = inspect.signature(DPOTrainer.__init__).parameters
-    return tuple((n, Optional[Any], init[n].default) for n in parameters(DPOTrainer.__init__) if n in DPO_OPTIONS)
+    """(name, type, default) of the DPO options TRL < 0.9's DPOTrainer takes as kwargs (``LEGACY_DEFAULTS``)."""
+    return tuple((n, Optional[Any], d) for n, d in LEGACY_DEFAULTS)
 
 
 @functools.cache

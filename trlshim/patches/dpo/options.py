@@ -67,3 +67,16 @@ ADVICE = {
     "loss_weights": "a single loss_type on this release (loss_weights arrived in TRL 0.20)",
     "pad_token": "padding_value=<token id> on this release (pad_token arrived in TRL 0.24)",
 }
+
+# TRL 0.7-0.8 DPOTrainer keyword defaults (read from 0.8.6's signature; tests/patches/test_dpo_trainer.py checks
+# them against the installed release before 0.9): the fields of trlshim's DPOConfig there. A table, not an
+# inspection of DPOTrainer at injection time: importing trl.trainer.dpo_trainer from inside trl's post-import
+# hook can deadlock against another thread's import.
+LEGACY_DEFAULTS = (
+    ("beta", 0.1), ("label_smoothing", 0), ("loss_type", "sigmoid"), ("label_pad_token_id", -100),
+    ("padding_value", None), ("truncation_mode", "keep_end"), ("max_length", None), ("max_prompt_length", None),
+    ("max_target_length", None), ("is_encoder_decoder", None), ("disable_dropout", True),
+    ("generate_during_eval", False), ("precompute_ref_log_probs", False), ("dataset_num_proc", None),
+    ("model_init_kwargs", None), ("ref_model_init_kwargs", None), ("model_adapter_name", None),
+    ("ref_adapter_name", None), ("reference_free", False), ("force_use_ref_model", False),
+)
