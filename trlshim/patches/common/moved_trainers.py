@@ -23,6 +23,7 @@ PPO; KTO never left ``trl`` (0.26-1.7 keep a FutureWarning shim there), so it ne
 from __future__ import annotations
 
 import dataclasses
+import dis
 import importlib
 import sys
 import types
@@ -106,10 +107,39 @@ _BY_NAME = {old: (entry, new) for entry in TABLE for old, new in entry.names}
 
 
 def _removed_error(entry: Moved, what: str) -> ImportError:
-    return ImportError(
+    err = ImportError(
         f"{what} was removed from TRL in release {entry.removed} ({installed_label()} is installed); "
         f"{entry.replacement}", name=what.rsplit(".", 1)[0],
     )
+    err._trlshim_removed = True
+    return err
+
+
+_IMPORT_FROM = dis.opmap["IMPORT_FROM"]
+
+
+def _in_import_statement(depth: int = 2) -> bool:
+    """Whether the attribute lookup that reached a module ``__getattr__`` comes from an import statement
+    (``from trl import PPOTrainer``: importlib's ``_handle_fromlist`` for a package, an ``IMPORT_FROM``
+    instruction for a module) rather than ``getattr``/``hasattr``. An import of a deleted trainer gets the
+    ImportError naming the release and the replacement; ``hasattr(trl, "PPOTrainer")`` and
+    ``getattr(trl, name, None)`` - what libraries probing for features do - get an AttributeError (False /
+    the default, as on stock TRL) with the same message."""
+    frame = sys._getframe(depth)
+    if frame.f_code.co_name == "_handle_fromlist":
+        return True
+    code, at = frame.f_code.co_code, frame.f_lasti
+    return 0 <= at < len(code) and code[at] == _IMPORT_FROM
+
+
+def _resolve_for_caller(entry: Moved, module: str, new_name: str, what: str):
+    """``_from_home`` called from a module ``__getattr__``: a removal is an AttributeError outside imports."""
+    try:
+        return _from_home(entry, module, new_name, what)
+    except ImportError as exc:
+        if getattr(exc, "_trlshim_removed", False) and not _in_import_statement(3):
+            raise AttributeError(str(exc)) from None
+        raise
 
 
 def _from_home(entry: Moved, module: str, new_name: str, what: str):
@@ -147,7 +177,7 @@ def _module_getattr(package: str):
         entry, new_name = found
         if not SpecifierSet(entry.versions).contains(release(trl_version()), prereleases=True):
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return _from_home(entry, "", new_name, f"{package}.{name}")
+        return _resolve_for_caller(entry, "", new_name, f"{package}.{name}")
 
     __getattr__.__qualname__ = __getattr__.__name__ = "__getattr__"
     __getattr__.__doc__ = f"trlshim: trainers TRL moved or deleted, resolved for {package} (patches.common.moved_trainers)"
@@ -167,7 +197,7 @@ class LegacyModule(types.ModuleType):
             raise AttributeError(name)
         entry = self._trlshim_entry
         new_name = dict(entry.names).get(name, name)
-        return _from_home(entry, self._trlshim_new_module, new_name, f"{self.__name__}.{name}")
+        return _resolve_for_caller(entry, self._trlshim_new_module, new_name, f"{self.__name__}.{name}")
 
 
 def _legacy_module(full_name: str, entry: Moved, new_module: str):
