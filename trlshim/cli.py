@@ -128,7 +128,7 @@ def release_table() -> str:
              "|---|---|---|---|"]
     for trl, tf in versions.TESTED.items():
         names = [p.name for p in registry.selected(Version(trl), Version(tf)) if not p.optional]
-        steps = [s.name for pl in pipelines() for s in pl.selected(Version(trl))]
+        steps = [name for pl in pipelines() for name, _, _, chosen in pl.describe(Version(trl)) if chosen]
         lines.append(f"| {trl} | {tf} | {', '.join(f'`{n}`' for n in names)} | {', '.join(f'`{n}`' for n in steps)} |")
     return "\n".join(lines)
 

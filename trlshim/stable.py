@@ -160,7 +160,7 @@ def dpo_trainer_class():
 def reward_config_class():
     """trlshim.RewardConfig: the installed RewardConfig, accepting every release's field spellings."""
     from .patches import reward
-    from .patches.reward.common import stable_config
+    from .patches.common.preference import stable_config
 
     return stable_config(reward.config_class(), reward.REMOVED)
 
@@ -168,7 +168,7 @@ def reward_config_class():
 def reward_trainer_class():
     """trlshim.RewardTrainer: the installed RewardTrainer running the Reward pipeline."""
     from .patches import reward
-    from .patches.reward.common import stable_trainer
+    from .patches.common.preference import stable_trainer
 
     return stable_trainer(reward.trainer_class(), reward.PIPELINE)
 
@@ -176,7 +176,7 @@ def reward_trainer_class():
 def orpo_config_class():
     """trlshim.ORPOConfig: the installed ORPOConfig (trl.experimental.orpo from 0.26), every release's fields."""
     from .patches import orpo
-    from .patches.reward.common import stable_config
+    from .patches.common.preference import stable_config
 
     return stable_config(orpo.config_class(), orpo.REMOVED)
 
@@ -184,7 +184,7 @@ def orpo_config_class():
 def orpo_trainer_class():
     """trlshim.ORPOTrainer: the installed ORPOTrainer (trl.experimental.orpo from 0.26) running the ORPO pipeline."""
     from .patches import orpo
-    from .patches.reward.common import stable_trainer
+    from .patches.common.preference import stable_trainer
 
     return stable_trainer(orpo.trainer_class(), orpo.pipeline())
 
@@ -192,7 +192,7 @@ def orpo_trainer_class():
 def kto_config_class():
     """trlshim.KTOConfig: the installed KTOConfig (trl.experimental.kto in 0.26-1.7), every release's fields."""
     from .patches import kto
-    from .patches.reward.common import stable_config
+    from .patches.common.preference import stable_config
 
     return stable_config(kto.config_class(), kto.REMOVED)
 
@@ -200,7 +200,7 @@ def kto_config_class():
 def kto_trainer_class():
     """trlshim.KTOTrainer: the installed KTOTrainer running the KTO pipeline."""
     from .patches import kto
-    from .patches.reward.common import stable_trainer
+    from .patches.common.preference import stable_trainer
 
     return stable_trainer(kto.trainer_class(), kto.pipeline())
 
@@ -208,7 +208,7 @@ def kto_trainer_class():
 def cpo_config_class():
     """trlshim.CPOConfig: the installed CPOConfig (trl.experimental.cpo from 0.26), every release's fields."""
     from .patches import cpo
-    from .patches.reward.common import stable_config
+    from .patches.common.preference import stable_config
 
     return stable_config(cpo.config_class(), cpo.REMOVED)
 
@@ -216,6 +216,6 @@ def cpo_config_class():
 def cpo_trainer_class():
     """trlshim.CPOTrainer: the installed CPOTrainer (trl.experimental.cpo from 0.26) running the CPO pipeline."""
     from .patches import cpo
-    from .patches.reward.common import stable_trainer
+    from .patches.common.preference import stable_trainer
 
     return stable_trainer(cpo.trainer_class(), cpo.pipeline())

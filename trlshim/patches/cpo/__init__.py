@@ -10,40 +10,13 @@ so, except values that mean what the release does anyway); ``bf16`` defaults to 
 """
 from __future__ import annotations
 
-from ...pipeline import register, step
-from ...versions import trl_in
-from ..reward.common import (
-    LEADING,
-    RangedPipeline,
-    Removed,
-    arguments,
-    config_row,
-    expects_trainer,
-    import_first,
-    new_config,
-)
+from ...pipeline import step
+from ..common.preference import LEADING, Home, Removed, arguments, declare_moved, expects_trainer
 
 STEPS = (
     step("cpo.arguments", ">=0.7", "tokenizer/processing_class, CPOConfig fields given to the trainer, "
          "TrainingArguments as CPOConfig", arguments("CPOTrainer"), expects=expects_trainer("CPOTrainer")),
 )
-
-config_class = import_first(("trl.experimental.cpo.cpo_config", "CPOConfig"), ("trl.trainer.cpo_config", "CPOConfig"))
-trainer_class = import_first(("trl.experimental.cpo.cpo_trainer", "CPOTrainer"),
-                             ("trl.trainer.cpo_trainer", "CPOTrainer"))
-
-PIPELINES = tuple(register(RangedPipeline(
-    name=f"cpo.pipeline[{where}]", trainer="CPOTrainer", module=module, attribute="CPOTrainer.__init__",
-    reason="CPOTrainer calls of every release, with their meaning", steps=STEPS, config_class=config_class,
-    positional=LEADING, new_config=new_config("CPO", "0.13"), versions=versions,
-)) for where, module, versions in (("trainer", "trl.trainer.cpo_trainer", "<0.26"),
-                                   ("experimental", "trl.experimental.cpo.cpo_trainer", ">=0.26")))
-
-
-def pipeline():
-    """The pipeline whose row applies to the installed release (for ``trlshim.CPOTrainer``)."""
-    return PIPELINES[0] if trl_in("<0.26") else PIPELINES[1]
-
 
 _NO_PROMPT_TRUNCATION = ("this release never truncates the prompt (only the responses, to max_length): truncate "
                          "prompts in your dataset, or pin trl<0.28")
@@ -54,10 +27,14 @@ REMOVED = (
     Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
     Removed("padding_value", "0.28", "the tokenizer's pad token is used", same=(None,)),
 )
-for _where, _module, _versions in (("trainer", "trl.trainer.cpo_config", "<0.29"),
-                                   ("experimental", "trl.experimental.cpo.cpo_config", ">=0.26")):
-    config_row(f"cpo_config.fields[{_where}]", _module, "CPOConfig", _versions,
-               "CPOConfig in every release's spelling: removed fields explained, bf16 runnable where TRL >= 0.19 "
-               "defaults it on", REMOVED)
 
-__all__ = ["PIPELINES", "STEPS", "REMOVED", "config_class", "pipeline", "trainer_class"]
+WING = declare_moved(
+    "cpo", "CPOTrainer", "CPOConfig", steps=STEPS, positional=LEADING, removed=REMOVED,
+    homes=(Home("trainer", "trl.trainer.cpo_trainer", "trl.trainer.cpo_config", "<0.26"),
+           Home("experimental", "trl.experimental.cpo.cpo_trainer", "trl.experimental.cpo.cpo_config", ">=0.26")),
+    config_homes=(("trainer", "trl.trainer.cpo_config", "<0.29"),
+                  ("experimental", "trl.experimental.cpo.cpo_config", ">=0.26")),
+)
+PIPELINES, pipeline, config_class, trainer_class = WING.pipelines, WING.pipeline, WING.config_class, WING.trainer_class
+
+__all__ = ["PIPELINES", "STEPS", "REMOVED", "WING", "config_class", "pipeline", "trainer_class"]

@@ -12,17 +12,8 @@ does anyway, else a TypeError saying what to do. ``bf16`` defaults to True from 
 """
 from __future__ import annotations
 
-from ...pipeline import register, step
-from ...versions import trl_in
-from ..reward.common import (
-    RangedPipeline,
-    Removed,
-    arguments,
-    config_row,
-    expects_trainer,
-    import_first,
-    new_config,
-)
+from ...pipeline import step
+from ..common.preference import Home, Removed, arguments, declare_moved, expects_trainer
 
 POSITIONAL = ("model", "ref_model", "args")
 
@@ -32,33 +23,6 @@ STEPS = (
 )
 
 _EXPERIMENTAL = ">=0.26,<1.8"
-
-
-def config_class():
-    if trl_in(_EXPERIMENTAL):
-        return import_first(("trl.experimental.kto.kto_config", "KTOConfig"))()
-    return import_first(("trl.trainer.kto_config", "KTOConfig"))()
-
-
-def trainer_class():
-    if trl_in(_EXPERIMENTAL):
-        return import_first(("trl.experimental.kto.kto_trainer", "KTOTrainer"))()
-    return import_first(("trl.trainer.kto_trainer", "KTOTrainer"))()
-
-
-PIPELINES = tuple(register(RangedPipeline(
-    name=f"kto.pipeline[{where}]", trainer="KTOTrainer", module=module, attribute="KTOTrainer.__init__",
-    reason="KTOTrainer calls of every release, with their meaning", steps=STEPS, config_class=config_class,
-    positional=POSITIONAL, new_config=new_config("KTO", "0.13"), versions=versions,
-)) for where, module, versions in (("trainer", "trl.trainer.kto_trainer", "<0.26"),
-                                   ("experimental", "trl.experimental.kto.kto_trainer", _EXPERIMENTAL),
-                                   ("stable", "trl.trainer.kto_trainer", ">=1.8")))
-
-
-def pipeline():
-    """The pipeline whose row applies to the installed release (for ``trlshim.KTOTrainer``)."""
-    return next(p for p in PIPELINES if trl_in(p.versions))
-
 
 _NO_PROMPT_TRUNCATION = ("this release truncates prompt+completion to max_length only; truncate prompts/completions "
                          "in your dataset, or pin trl<0.27")
@@ -74,11 +38,16 @@ REMOVED = (
             same=(None,)),
     Removed("generate_during_eval", "1.2", "generate samples with a callback of your own", same=(False,)),
 )
-for _where, _module, _versions in (("trainer", "trl.trainer.kto_config", ">=0.7"),
-                                   ("experimental", "trl.experimental.kto.kto_config", _EXPERIMENTAL),
-                                   ("experimental_shim", "trl.experimental.kto", ">=1.8")):
-    config_row(f"kto_config.fields[{_where}]", _module, "KTOConfig", _versions,
-               "KTOConfig in every release's spelling: removed fields explained, bf16 runnable where TRL >= 0.19 "
-               "defaults it on", REMOVED)
 
-__all__ = ["PIPELINES", "STEPS", "REMOVED", "config_class", "pipeline", "trainer_class"]
+WING = declare_moved(
+    "kto", "KTOTrainer", "KTOConfig", steps=STEPS, positional=POSITIONAL, removed=REMOVED,
+    homes=(Home("trainer", "trl.trainer.kto_trainer", "trl.trainer.kto_config", "<0.26"),
+           Home("experimental", "trl.experimental.kto.kto_trainer", "trl.experimental.kto.kto_config", _EXPERIMENTAL),
+           Home("stable", "trl.trainer.kto_trainer", "trl.trainer.kto_config", ">=1.8")),
+    config_homes=(("trainer", "trl.trainer.kto_config", ">=0.7"),
+                  ("experimental", "trl.experimental.kto.kto_config", _EXPERIMENTAL),
+                  ("experimental_shim", "trl.experimental.kto", ">=1.8")),
+)
+PIPELINES, pipeline, config_class, trainer_class = WING.pipelines, WING.pipeline, WING.config_class, WING.trainer_class
+
+__all__ = ["PIPELINES", "STEPS", "REMOVED", "WING", "config_class", "pipeline", "trainer_class"]

@@ -13,42 +13,13 @@ The pipeline row sits on the class whose ``__init__`` runs: ``trl.trainer.orpo_t
 """
 from __future__ import annotations
 
-from ...pipeline import register, step
-from ..reward.common import (
-    LEADING,
-    RangedPipeline,
-    Removed,
-    arguments,
-    config_row,
-    expects_trainer,
-    import_first,
-    new_config,
-)
+from ...pipeline import step
+from ..common.preference import LEADING, Home, Removed, arguments, declare_moved, expects_trainer
 
 STEPS = (
     step("orpo.arguments", ">=0.7", "tokenizer/processing_class, ORPOConfig fields given to the trainer, "
          "TrainingArguments as ORPOConfig", arguments("ORPOTrainer"), expects=expects_trainer("ORPOTrainer")),
 )
-
-config_class = import_first(("trl.experimental.orpo.orpo_config", "ORPOConfig"), ("trl.trainer.orpo_config",
-                                                                                   "ORPOConfig"))
-trainer_class = import_first(("trl.experimental.orpo.orpo_trainer", "ORPOTrainer"), ("trl.trainer.orpo_trainer",
-                                                                                     "ORPOTrainer"))
-
-PIPELINES = tuple(register(RangedPipeline(
-    name=f"orpo.pipeline[{where}]", trainer="ORPOTrainer", module=module, attribute="ORPOTrainer.__init__",
-    reason="ORPOTrainer calls of every release, with their meaning", steps=STEPS, config_class=config_class,
-    positional=LEADING, new_config=new_config("ORPO", "0.13"), versions=versions,
-)) for where, module, versions in (("trainer", "trl.trainer.orpo_trainer", "<0.26"),
-                                   ("experimental", "trl.experimental.orpo.orpo_trainer", ">=0.26")))
-
-
-def pipeline():
-    """The pipeline whose row applies to the installed release (for ``trlshim.ORPOTrainer``)."""
-    from ...versions import trl_in
-
-    return PIPELINES[0] if trl_in("<0.26") else PIPELINES[1]
-
 
 _NO_PROMPT_TRUNCATION = ("this release never truncates the prompt (only the responses, to max_length): truncate "
                          "prompts in your dataset, or pin trl<0.28")
@@ -57,10 +28,14 @@ REMOVED = (
     Removed("truncation_mode", "1.0", _NO_PROMPT_TRUNCATION),
     Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
 )
-for _where, _module, _versions in (("trainer", "trl.trainer.orpo_config", "<0.29"),
-                                   ("experimental", "trl.experimental.orpo.orpo_config", ">=0.26")):
-    config_row(f"orpo_config.fields[{_where}]", _module, "ORPOConfig", _versions,
-               "ORPOConfig in every release's spelling: removed fields explained, bf16 runnable where TRL >= 0.19 "
-               "defaults it on", REMOVED)
 
-__all__ = ["PIPELINES", "STEPS", "REMOVED", "config_class", "pipeline", "trainer_class"]
+WING = declare_moved(
+    "orpo", "ORPOTrainer", "ORPOConfig", steps=STEPS, positional=LEADING, removed=REMOVED,
+    homes=(Home("trainer", "trl.trainer.orpo_trainer", "trl.trainer.orpo_config", "<0.26"),
+           Home("experimental", "trl.experimental.orpo.orpo_trainer", "trl.experimental.orpo.orpo_config", ">=0.26")),
+    config_homes=(("trainer", "trl.trainer.orpo_config", "<0.29"),
+                  ("experimental", "trl.experimental.orpo.orpo_config", ">=0.26")),
+)
+PIPELINES, pipeline, config_class, trainer_class = WING.pipelines, WING.pipeline, WING.config_class, WING.trainer_class
+
+__all__ = ["PIPELINES", "STEPS", "REMOVED", "WING", "config_class", "pipeline", "trainer_class"]

@@ -10,8 +10,16 @@ README lists them.
 from __future__ import annotations
 
 from ...pipeline import register, step
+from ..common.preference import (
+    LEADING,
+    RangedPipeline,
+    arguments,
+    config_row,
+    expects_trainer,
+    import_first,
+    new_config,
+)
 from . import data
-from .common import LEADING, RangedPipeline, arguments, config_row, expects_trainer, import_first, new_config
 
 STEPS = (
     step("reward.model_init", ">=0.24", "model_init (removed at 0.24) is a TypeError with advice", data.model_init_removed),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ... import report
 from ...translate import installed_label
-from .common import older
+from ..common.preference import older
 
 # Each release's names of (chosen ids, rejected ids), and the mask columns where the release has them.
 OLD = ("input_ids_chosen", "input_ids_rejected")

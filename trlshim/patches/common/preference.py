@@ -1,4 +1,4 @@
-"""Pieces every preference-trainer wing (Reward, ORPO, and later KTO/CPO) shares.
+"""Pieces the preference-trainer wings (Reward, ORPO, CPO, KTO) share.
 
 - ``RangedPipeline``: a ``Pipeline`` whose row covers a TRL range, so a trainer that moved (ORPO:
   ``trl.trainer.orpo_trainer`` before 0.26, ``trl.experimental.orpo`` from 0.26, where TRL's old path is a
@@ -23,13 +23,13 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from ... import report
-from ...pipeline import Pipeline, parameters
+from ...pipeline import Pipeline, parameters, register
 from ...registry import row
 from ...translate import check_spelling_conflicts, closest, installed_label, rename, same_value
 from ...versions import release, trl_version
-from ..common.config_classes import bf16_default
-from ..common.training_args import translate_training_arguments
-from ..common.written_for import restore_defaults
+from .config_classes import bf16_default
+from .training_args import translate_training_arguments
+from .written_for import restore_defaults
 
 # The positions every release of these trainers agrees on; later positions must be keywords.
 LEADING = ("model", "args", "data_collator", "train_dataset", "eval_dataset", "processing_class")
@@ -237,3 +237,56 @@ def stable_trainer(base, pipeline):
 def older(version: str) -> bool:
     trl = trl_version()
     return trl is not None and release(trl) < Version(version)
+
+
+@dataclasses.dataclass(frozen=True)
+class Home:
+    """Where a trainer's class lives for a range of releases: the pipeline row sits on the class whose
+    ``__init__`` runs there (``where`` names the row)."""
+
+    where: str
+    trainer_module: str
+    config_module: str
+    versions: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Wing:
+    """What ``declare_moved`` declares for a trainer that moved between homes (ORPO, CPO, KTO)."""
+
+    pipelines: tuple
+    homes: tuple
+    trainer: str
+    config: str
+
+    def home(self) -> Home:
+        return next(h for h in self.homes if SpecifierSet(h.versions).contains(release(trl_version()),
+                                                                                prereleases=True))
+
+    def pipeline(self):
+        """The pipeline whose row applies to the installed release (for ``trlshim.<Trainer>``)."""
+        return self.pipelines[self.homes.index(self.home())]
+
+    def trainer_class(self):
+        return import_first((self.home().trainer_module, self.trainer))()
+
+    def config_class(self):
+        return import_first((self.home().config_module, self.config))()
+
+
+def declare_moved(wing: str, trainer: str, config: str, homes: tuple, steps: tuple, positional: tuple,
+                  removed: tuple, config_homes: tuple, new_config_since: str = "0.13") -> Wing:
+    """One pipeline row per home of ``trainer`` and one config row per ``(where, module, versions)`` of
+    ``config_homes`` (a release's old path may keep a subclass shim of the config for a while)."""
+    out = Wing(pipelines=(), homes=homes, trainer=trainer, config=config)
+    pipelines = tuple(register(RangedPipeline(
+        name=f"{wing}.pipeline[{h.where}]", trainer=trainer, module=h.trainer_module, attribute=f"{trainer}.__init__",
+        reason=f"{trainer} calls of every release, with their meaning", steps=steps, config_class=out.config_class,
+        positional=positional, new_config=new_config(config.removesuffix("Config"), new_config_since),
+        versions=h.versions,
+    )) for h in homes)
+    for where, module, versions in config_homes:
+        config_row(f"{wing}_config.fields[{where}]", module, config, versions,
+                   f"{config} in every release's spelling: removed fields explained, bf16 runnable where TRL >= 0.19 "
+                   "defaults it on", removed)
+    return dataclasses.replace(out, pipelines=pipelines)
