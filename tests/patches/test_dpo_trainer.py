@@ -107,7 +107,10 @@ def test_trl_2x_config_script(tmp_path, style):
     import trl
 
     cls = trl.DPOConfig if style == "trl" else trlshim.DPOConfig
-    if not HAS_COMPLETION_CAP:
+    import dataclasses as dc
+
+    native_cap = "max_completion_length" in {f.name for f in dc.fields(cls)}
+    if not HAS_COMPLETION_CAP and not native_cap:  # 0.9-0.10: no such field for decoder-only models
         with pytest.raises(TypeError, match=r"max_completion_length.*TRL"):
             _config_2x(tmp_path, cls)
         return
@@ -135,6 +138,9 @@ def test_trl_2x_config_script(tmp_path, style):
     assert spy.seen and all(beta == 0.2 and lt == ["ipo"] for beta, lt in spy.seen)
     assert changed
     rows = rec.rows()
+    if not HAS_COMPLETION_CAP:  # TRL 0.11: its own fields with its own rule - cut only what exceeds max_length
+        assert rows and all(len(r) > 7 for r in rows)  # (a known difference from 0.12+: see the README)
+        return
     assert rows and all(len(r) == 7 for r in rows)
     tails = _prompt_tails(tok, data, 4)
     assert all(tuple(r[:4]) in tails for r in rows)

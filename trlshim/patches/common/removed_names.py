@@ -50,8 +50,9 @@ NAMES = (
     Name("ScriptArguments", ("trl",), ("<0.12",), f"impl:{_U}.ScriptArguments"),
     Name("SFTScriptArguments", ("trl",), ("<0.9", ">=0.13"), f"impl:{_U}.SFTScriptArguments"),
     Name("SftScriptArguments", ("trl",), (">=0.9",), f"impl:{_U}.SftScriptArguments"),
-    # is_<package>_available at the top level (0.7-0.11 exported them from trl)
-    *(Name(n, ("trl",), (">=0.12",), f"impl:{_U}.{n}") for n in (
+    # is_<package>_available at the top level (0.7-0.9 exported them from trl; 0.11.4 has none; 0.10 not read:
+    # where a release still has one, the optional row leaves it alone)
+    *(Name(n, ("trl",), (">=0.10",), f"impl:{_U}.{n}") for n in (
         "is_peft_available", "is_wandb_available", "is_bitsandbytes_available", "is_pil_available",
         "is_xpu_available", "is_npu_available")),
     # the old releases' own trl.commands.cli_utils lacks the spellings of the other releases

@@ -13,7 +13,7 @@ STEPS = (
     step("dpo.arguments", ">=0.7", "accept every release's DPOTrainer arguments (tokenizer/processing_class, DPO "
          "options on trainer or config, beta at position 2, TrainingArguments as DPOConfig)", arguments.translate,
          expects=arguments.expects),
-    step("dpo.truncation", ">=0.13", "max_prompt_length/max_completion_length (removed in 0.29) and TRL <= 0.11 "
+    step("dpo.truncation", ">=0.14", "max_prompt_length/max_completion_length (removed in 0.29) and TRL <= 0.11 "
          "truncation calls keep their meaning", truncation.apply, expects=truncation.expects),
     step("dpo.reference.initial_policy", ">=0.29,<1.16", "ref_model=None with precomputed reference log-probs uses "
          "the initial policy (not a model reloaded from the hub)", reference.initial_policy),

@@ -17,10 +17,10 @@ FACTS += (
 )
 FACTS += (
     # How a TRL 0.7-0.11 truncation call (max_length + max_prompt_length as trainer kwargs) keeps its meaning:
-    # 0.12 tokenizes with per-part caps only (approximated by a completion cap); >= 0.13 through the prepared
-    # dataset (truncation.py applies the old rule exactly).
-    fact("legacy_truncation", ">=0.13", "prepared_dataset"),
-    fact("legacy_truncation", ">=0.12,<0.13", "completion_cap"),
+    # 0.12-0.13 tokenize inside __init__ with per-part caps only (approximated by a completion cap); >= 0.14
+    # through the prepared dataset (``_prepare_dataset``: truncation.py applies the old rule exactly).
+    fact("legacy_truncation", ">=0.14", "prepared_dataset"),
+    fact("legacy_truncation", ">=0.12,<0.14", "completion_cap"),
 )
 FACTS += (
     # _prepare_dataset drops examples whose prompt alone reaches max_length (keep_start).

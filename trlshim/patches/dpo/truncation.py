@@ -4,7 +4,7 @@
   the prompt keeps its **last** ``max_prompt_length`` tokens and each completion its **first**
   ``max_completion_length`` tokens (``0.20.0:trl/trainer/dpo_trainer.py`` ``tokenize_row``). The
   release's ``max_length`` (prompt + completion, ``keep_start``) then applies as usual.
-- A TRL 0.7-0.11 call (``max_length`` and ``max_prompt_length`` as trainer kwargs) on TRL >= 0.13: the old
+- A TRL 0.7-0.11 call (``max_length`` and ``max_prompt_length`` as trainer kwargs) on TRL >= 0.14: the old
   rule of ``tokenize_row`` (``0.8.6:trl/trainer/dpo_trainer.py:L675-L695``): only when prompt + the longer
   completion exceed ``max_length``, the prompt is cut to ``max_prompt_length`` (from the left with
   ``truncation_mode="keep_end"``, the right with ``"keep_start"``), then, if still too long, both
