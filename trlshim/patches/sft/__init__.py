@@ -33,8 +33,8 @@ STEPS = (
          "<-> dtype: TRL >= 0.23 would load float32)", model_init.translate),
     step("sft.text_field_default", "<0.12", "dataset_text_field='text' where the release has no default and would "
          "refuse the call", arguments.text_field_default),
-    step("sft.constant_length_dataset", ">=0.20", "a ConstantLengthDataset as train/eval dataset: its seq_length rows "
-         "fed as they are (TRL deleted the class)", legacy_datasets.constant_length_dataset),
+    step("sft.constant_length_dataset", ">=0.19", "a ConstantLengthDataset as train/eval dataset: its seq_length rows "
+         "fed as they are (0.19 re-cuts them; 0.20 deleted the class)", legacy_datasets.constant_length_dataset),
     step("sft.dataset_kwargs", ">=0.15", "dataset_kwargs add_special_tokens/append_concat_token with their TRL <= 0.14 "
          "meaning (TRL >= 0.15 ignores them); unknown keys are an error", legacy_datasets.dataset_kwargs),
     step("sft.dataset_checks", ">=0.7", "an empty dataset, or one without the text column, is a clear error naming "

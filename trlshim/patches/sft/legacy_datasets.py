@@ -7,8 +7,9 @@
   examples), nothing when it is False - and hands TRL the ``input_ids``. A key it cannot honour (a
   ``formatting_func`` or a dataset without the text column) or does not know is a TypeError, never ignored.
 - ``remove_unused_columns`` (0.7-0.14): True (their default) is what every release does; False is an error.
-- ``ConstantLengthDataset`` as ``train_dataset``/``eval_dataset`` (TRL >= 0.20 deleted the class and refuse
-  the iterable): its rows, exactly ``seq_length`` tokens each, as a pre-tokenized dataset, unpacked.
+- ``ConstantLengthDataset`` as ``train_dataset``/``eval_dataset`` (TRL 0.19 re-cuts its rows, >= 0.20 deleted
+  the class and refuse the iterable): its rows, exactly ``seq_length`` tokens each, as a pre-tokenized dataset,
+  unpacked.
 """
 from __future__ import annotations
 
@@ -87,13 +88,32 @@ def dataset_kwargs(call) -> None:
     call.set("dataset_kwargs", {k: v for k, v in value.items() if k not in HONOURED} or None)
 
 
+def _rows(data):
+    """One pass of a ConstantLengthDataset as a ``datasets.Dataset`` of its ``input_ids`` rows: trlshim's class
+    says how (``to_dataset``); TRL's own (0.7-0.19) is iterated once (``infinite`` off on a copy)."""
+    if hasattr(data, "to_dataset"):
+        return data.to_dataset()
+    import copy
+
+    from datasets import Dataset
+
+    once = copy.copy(data)
+    once.infinite = False
+    rows = []
+    for example in once:
+        ids = example["input_ids"]
+        rows.append({"input_ids": ids.tolist() if hasattr(ids, "tolist") else list(ids)})
+    return Dataset.from_list(rows)
+
+
 def constant_length_dataset(call) -> None:
-    """Step (TRL >= 0.20): a ConstantLengthDataset becomes its rows, fed unpacked and untruncated."""
+    """Step (TRL >= 0.19): a ConstantLengthDataset becomes its rows, fed unpacked and untruncated (0.19 rewrote
+    packing and re-cuts the iterable's rows; 0.20 deleted the class)."""
     found = False
     for which in ("train_dataset", "eval_dataset"):
         data = call.kwargs.get(which)
         if data is not None and is_constant_length_dataset(data):
-            call.kwargs[which] = data.to_dataset()
+            call.kwargs[which] = _rows(data)
             found = max(found or 0, data.seq_length)
     if not found:
         return
