@@ -113,9 +113,10 @@ def _cannot(field: str, value, kwargs: dict) -> Optional[str]:
     return None
 
 
-def restore_defaults(name: str, cls, kwargs: dict) -> dict:
+def restore_defaults(name: str, cls, kwargs: dict, cannot: Optional[dict] = None) -> dict:
     """``kwargs`` of a ``name`` (e.g. ``"DPOConfig"``) construction plus the written-for release's defaults of
-    the fields not given (by any spelling). Unchanged without ``written_for``."""
+    the fields not given (by any spelling). Unchanged without ``written_for``. ``cannot``: fields the wing
+    knows the installed release cannot honour, with the reason (reported as not restored)."""
     release_ = release()
     if release_ is None:
         return kwargs
@@ -124,7 +125,7 @@ def restore_defaults(name: str, cls, kwargs: dict) -> dict:
     for field, old, new in differences(name, cls, release_):
         if field in given:
             continue
-        why = _cannot(field, old, kwargs)
+        why = (cannot or {}).get(field) or _cannot(field, old, kwargs)
         if why:
             report.decided(f"written_for.{name}.{field}", f"trlshim: written_for={release_}: {name}.{field} default "
                            f"{old!r} not restored: {why}")

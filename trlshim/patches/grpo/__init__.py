@@ -17,8 +17,9 @@ STEPS = (
          "accept (TRL adds completion_ids 0.18, trainer_state 0.20, log_extra/log_metric 1.0)", rewards.wrap),
     step("grpo.max_prompt_length", ">=0.29", "max_prompt_length truncates prompts as in TRL 0.14-0.27 (removed in "
          "0.28)", truncation.emulate, expects=truncation.expects),
-    step("grpo.max_prompt_length.refused", ">=0.28,<0.29", "max_prompt_length is an error where trlshim cannot "
-         "truncate (0.28 has no single prompt tokenizer)", truncation.refuse),
+    step("grpo.max_prompt_length.refused", ">=0.26,<0.29", "max_prompt_length is an error where TRL ignores it "
+         "(0.26-0.27: deprecated, unused) or lacks it (0.28) and trlshim cannot truncate (no single prompt "
+         "tokenizer)", truncation.refuse),
 )
 
 PIPELINE = register(Pipeline(

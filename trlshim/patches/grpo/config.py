@@ -171,13 +171,21 @@ def _written_for(cls, kwargs: dict) -> dict:
                            f"{fixed!r} (the loss TRL {rel} computes)")
             out["loss_type"] = fixed
     points = written_for.table()["classes"].get("GRPOConfig", {}).get("max_prompt_length")
-    if points and "max_prompt_length" not in fields and "max_prompt_length" not in out:
+    if points and "max_prompt_length" not in fields and "max_prompt_length" not in out and not trl_in(IGNORED_PROMPT_LIMIT):
         old = written_for.value_at(points, rel)
         if old not in (None, written_for.ABSENT):
             report.decided("written_for.GRPOConfig.max_prompt_length", f"trlshim: written_for={rel}: "
                            f"GRPOConfig.max_prompt_length -> {old!r} (emulated: {installed_label()} removed it)")
             out["max_prompt_length"] = old
-    return written_for.restore_defaults("GRPOConfig", cls, out)
+    cannot = {}
+    if trl_in(IGNORED_PROMPT_LIMIT):
+        cannot["max_prompt_length"] = f"{installed_label()} ignores it and trlshim cannot truncate prompts there"
+    return written_for.restore_defaults("GRPOConfig", cls, out, cannot=cannot)
+
+
+# TRL 0.26-0.27 keep max_prompt_length as a deprecated field they no longer apply; 0.28 removed it; neither has
+# one place where prompts become ids (truncation.py): a value there is a TypeError, never a silent no-op.
+IGNORED_PROMPT_LIMIT = ">=0.26,<0.29"
 
 
 def translate(cls, kwargs: dict):

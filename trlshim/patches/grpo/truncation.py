@@ -4,8 +4,9 @@
 generation; the default was 512 until 0.26 made it None). 0.28 removed the field ("filter your dataset").
 trlshim carries the option on the config (``config.py``) and, after TRL's ``__init__``, wraps the trainer's
 ``_tokenize_prompts`` (0.29+: the one place prompts become token ids for generation, vLLM included) so each
-prompt keeps its last ``max_prompt_length`` ids. 0.28 tokenizes inside each generation path (no such single
-place): there the option is a TypeError at the trainer, never a silent no-op. Prompts with images are refused when they would be cut
+prompt keeps its last ``max_prompt_length`` ids. 0.26-0.27 keep the field but no longer apply it (deprecated) and
+0.28 removed it; they tokenize inside each generation path (no such single place): there the option is a
+TypeError at the trainer, never a silent no-op. Prompts with images are refused when they would be cut
 (0.20-0.27 protected image tokens; trlshim does not reproduce that). ``rollout_func`` tokenizes prompts
 itself, so the two together are refused.
 """
@@ -56,8 +57,8 @@ def emulate(call) -> None:
 
 def refuse(call) -> None:
     """Step (0.28): the option cannot be emulated there; refuse it rather than train on untruncated prompts."""
-    if call.shim("max_prompt_length") is not None:
-        raise TypeError(f"GRPOConfig(max_prompt_length=...): {installed_label()} removed it and trlshim cannot truncate "
+    if call.shim("max_prompt_length") is not None or getattr(call.args, "max_prompt_length", None) is not None:
+        raise TypeError(f"GRPOConfig(max_prompt_length=...): {installed_label()} ignores or removed it and trlshim cannot truncate "
                         "prompts on this release; filter long prompts from the dataset, or use trl>=0.29 or <0.28")
 
 
