@@ -53,18 +53,19 @@ def _value(field):
     return value
 
 
-def _find(modules, name):
+def _find(modules, name, dataclass_only=True):
+    """``name`` from the first of ``modules`` that imports and has it (a dataclass, unless told otherwise)."""
     import warnings
 
     for module in modules:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                cls = getattr(importlib.import_module(module), name, None)
+                obj = getattr(importlib.import_module(module), name, None)
         except Exception:
-            cls = None
-        if cls is not None and dataclasses.is_dataclass(cls):
-            return cls
+            obj = None
+        if obj is not None and (not dataclass_only or dataclasses.is_dataclass(obj)):
+            return obj
     return None
 
 
@@ -100,7 +101,7 @@ def dump() -> dict:
     for name, trainer_name in TRAINERS.items():
         if name in out["classes"]:
             continue
-        trainer = _find_trainer(CLASSES[name], trainer_name)
+        trainer = _find(CLASSES[name], trainer_name, dataclass_only=False)
         if trainer is None:
             continue
         defaults = dict(ta)
@@ -113,21 +114,6 @@ def dump() -> dict:
                     pass
         out["legacy"][name] = defaults
     return out
-
-
-def _find_trainer(modules, name):
-    import warnings
-
-    for module in modules:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cls = getattr(importlib.import_module(module), name, None)
-        except Exception:
-            cls = None
-        if cls is not None:
-            return cls
-    return None
 
 
 ABSENT = "<absent>"
