@@ -190,3 +190,14 @@ def test_grpo_written_for_0_15_beta_reaches_the_trainer(tmp_path):
     assert getattr(restored, "ref_model", None) is not None  # the KL term's reference exists
     if stock.beta != 0.04:
         assert any("GRPOConfig.beta 0.0 -> 0.04" in m for m in report.applied())
+
+
+def test_doctor_lists_what_written_for_would_restore(capsys):
+    from trlshim import cli
+
+    cli.main(["doctor", "--written-for", "0.11"])
+    out = capsys.readouterr().out
+    section = out.split("written_for=0.11.4: defaults that differ", 1)[1]
+    assert "SFTConfig" in section and "DPOConfig" in section
+    if _installed() != "0.11.4" and versions.trl_in(">=0.12"):  # DPO's learning rate moved at 0.12
+        assert "learning_rate: 1e-06 -> 5e-05" in section
