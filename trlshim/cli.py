@@ -59,7 +59,7 @@ def doctor(_args=None) -> int:
             print(f"  [{'on' if chosen else 'off':>3}] {name} (TRL {spec}): {reason}")
     if getattr(_args, "written_for", None):
         _print_written_for(_args.written_for)
-    real_skips = {n: w for n, w in skipped.items() if not registry_row(n).optional}
+    real_skips = hooks.skipped(optional=False)
     if real_skips:
         print("skipped patches (target changed shape):")
         for name, why in real_skips.items():
@@ -96,12 +96,6 @@ def _print_written_for(value) -> None:
         for field, old, new in diffs:
             now = "no such field" if new == written_for.ABSENT else repr(getattr(new, "value", new))
             print(f"    {field}: {now} -> {old!r}")
-
-
-def registry_row(name):
-    from . import registry
-
-    return next(p for p in registry.rows() if p.name == name)
 
 
 def _import_trl_targets() -> None:

@@ -3,6 +3,9 @@
 - ``bf16_default``: TRL >= 0.19 defaults ``bf16`` to True in its configs, which raises where bf16 is
   unsupported (CPU without ``use_cpu``); when the user set neither ``bf16`` nor ``fp16`` there, trlshim
   passes ``bf16=False`` (logged once). ``bf16=None`` is unset (what ``HfArgumentParser`` passes).
+- ``carried_options`` / ``carry_option`` / ``without_unset_carried``: options trlshim honours itself where a release
+  removed them (DPO's and GRPO's prompt limits): the fields a FIELDS row added to the release's config - so
+  ``dataclasses.replace``, ``to_dict``, deepcopy and pickle carry them - else a plain attribute.
 - ``pickled_as_base`` / ``shallow_copy`` / ``deep_copy``: trlshim's own config classes pickle as the nearest
   class that is not trlshim's (a checkpoint's ``training_args.bin`` loads without trlshim), while copies keep
   trlshim's class.
@@ -61,3 +64,33 @@ def deep_copy(self, memo):
     memo[id(self)] = new
     new.__dict__.update(copy.deepcopy(self.__dict__, memo))
     return new
+
+
+def _added(cls) -> frozenset:
+    return getattr(cls, "_trlshim_injected_fields", frozenset())
+
+
+def carried_options(config, attribute: str) -> dict:
+    """The options trlshim carries on ``config``: its added fields that are set, plus the plain ``attribute``
+    (a dict) on releases without such fields."""
+    if config is None:
+        return {}
+    out = dict(getattr(config, attribute, None) or {})
+    for name in _added(type(config)):
+        value = getattr(config, name, None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def carry_option(config, attribute: str, name: str, value) -> None:
+    if name in _added(type(config)):
+        setattr(config, name, value)
+    else:
+        setattr(config, attribute, dict(getattr(config, attribute, None) or {}, **{name: value}))
+
+
+def without_unset_carried(cls, kwargs: dict) -> dict:
+    """``kwargs`` without the added fields a copy passes at their default (None: not set by the user)."""
+    added = _added(cls)
+    return {k: v for k, v in kwargs.items() if not (k in added and v is None)}

@@ -23,8 +23,16 @@ from typing import Any, Optional
 from ... import report
 from ...pipeline import lookup
 from ...registry import FIELDS, INJECT, FieldSpec, row
-from ...translate import check_spelling_conflicts, installed_label, same_value, unplaceable
-from ..common.config_classes import bf16_default, deep_copy, pickled_as_base, shallow_copy
+from ...translate import check_spelling_conflicts, init_fields, installed_label, same_value, unplaceable
+from ..common.config_classes import (
+    bf16_default,
+    carried_options,
+    carry_option,
+    deep_copy,
+    pickled_as_base,
+    shallow_copy,
+    without_unset_carried,
+)
 from ..common.model_init_kwargs import translate_model_init_kwargs
 from ..common.training_args import translate_training_arguments
 from ..common.written_for import restore_defaults
@@ -34,30 +42,15 @@ from .options import ADVICE, DPO_OPTIONS, DROPPED_AT, EMULATED, LEGACY_DEFAULTS,
 MODEL_INIT_OPTIONS = ("model_init_kwargs", "ref_model_init_kwargs")
 
 
-def _injected(cls) -> frozenset:
-    """The fields the ``dpo_config.emulated_fields`` row added to the installed DPOConfig (none elsewhere)."""
-    return getattr(cls, "_trlshim_injected_fields", frozenset())
-
-
 def extras(config) -> dict:
     """Options trlshim honours itself that ``config`` carries (set by the constructor or the pipeline): real
-    dataclass fields where the ``emulated_fields`` row added them (so ``dataclasses.replace``, ``to_dict``,
-    deepcopy and pickle carry them), else a plain attribute."""
-    if config is None:
-        return {}
-    out = dict(getattr(config, "_trlshim_extra", None) or {})
-    for name in _injected(type(config)):
-        value = getattr(config, name, None)
-        if value is not None:
-            out[name] = value
-    return out
+    dataclass fields where the ``emulated_fields`` row added them, else a plain attribute."""
+    return carried_options(config, "_trlshim_extra")
 
 
 def set_extra(config, name: str, value) -> None:
-    if name in _injected(type(config)):
-        setattr(config, name, value)
-    else:
-        config._trlshim_extra = dict(getattr(config, "_trlshim_extra", None) or {}, **{name: value})
+    carry_option(config, "_trlshim_extra", name, value)
+
 
 
 def loss_type_value(value, owner: str):
@@ -117,10 +110,9 @@ def resolve(name: str, value, accepted, owner: str):
 
 def translate(cls, kwargs: dict) -> tuple:
     """``(native kwargs for cls, extras trlshim honours)`` for a DPOConfig construction."""
-    injected = _injected(cls)
-    accepted = {f.name for f in dataclasses.fields(cls) if f.init} - injected
+    accepted = init_fields(cls)
     owner = cls.__name__
-    kwargs = {k: v for k, v in kwargs.items() if not (k in injected and v is None)}  # a copy's unset emulated field
+    kwargs = without_unset_carried(cls, kwargs)  # a copy's unset emulated field
     check_spelling_conflicts(kwargs, f"{owner}()", accepted)
     kwargs = restore_defaults("DPOConfig", cls, kwargs)  # written_for: that release's defaults where unset
     kwargs = translate_training_arguments(kwargs, owner, accepted)

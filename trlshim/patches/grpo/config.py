@@ -32,7 +32,15 @@ from ...registry import FIELDS, FieldSpec, row
 from ...translate import closest, init_fields, installed_label
 from ...versions import trl_in
 from ..common import written_for
-from ..common.config_classes import bf16_default, deep_copy, pickled_as_base, shallow_copy
+from ..common.config_classes import (
+    bf16_default,
+    carried_options,
+    carry_option,
+    deep_copy,
+    pickled_as_base,
+    shallow_copy,
+    without_unset_carried,
+)
 from ..common.model_init_kwargs import translate_model_init_kwargs
 from ..common.training_args import translate_training_arguments
 
@@ -192,7 +200,7 @@ def translate(cls, kwargs: dict):
     """``(native kwargs for cls, trlshim-carried options)`` for a GRPOConfig construction."""
     owner = cls.__name__
     fields = init_fields(cls)
-    kwargs = {k: v for k, v in kwargs.items() if not (k in _injected(cls) and v is None)}  # a copy's unset field
+    kwargs = without_unset_carried(cls, kwargs)  # a copy's unset emulated field
     kwargs = translate_training_arguments(_written_for(cls, kwargs), owner, fields)
     native, extra = {}, {}
     for name, value in kwargs.items():
@@ -218,27 +226,15 @@ def translate(cls, kwargs: dict):
     return bf16_default(cls, native), extra
 
 
-def _injected(cls) -> frozenset:
-    return getattr(cls, "_trlshim_injected_fields", frozenset())
-
-
 def own_options(config) -> dict:
     """trlshim's options a config carries (``max_prompt_length`` where the release removed it): a real dataclass
-    field where the ``grpo_config.emulated_fields`` row added it (it survives ``dataclasses.replace``,
-    ``to_dict``, deepcopy, pickle), else a plain attribute."""
-    out = dict(getattr(config, "_trlshim_grpo", None) or {})
-    for name in _injected(type(config)):
-        value = getattr(config, name, None)
-        if value is not None:
-            out[name] = value
-    return out
+    field where the ``grpo_config.emulated_fields`` row added it, else a plain attribute."""
+    return carried_options(config, "_trlshim_grpo")
 
 
 def set_own_option(config, name, value) -> None:
-    if name in _injected(type(config)):
-        setattr(config, name, value)
-    else:
-        config._trlshim_grpo = dict(getattr(config, "_trlshim_grpo", None) or {}, **{name: value})
+    carry_option(config, "_trlshim_grpo", name, value)
+
 
 
 def _init_wrapper(wrapped, instance, args, kwargs):
