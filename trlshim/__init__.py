@@ -121,6 +121,9 @@ def unpatch() -> None:
         from . import hooks
 
         hooks.undo_all()
+        varlen = sys.modules.get("trlshim.patches.sft.varlen")
+        if varlen is not None:
+            varlen.unregister()  # the attention name auto padding-free registered with transformers
 
 
 def is_patched() -> bool:

@@ -12,13 +12,16 @@
 - TRL 0.19-0.22 send packed rows without position_ids unless the attention is flash: trlshim
   turns their collator's ``return_position_ids`` on, so each example keeps its own positions.
 - Auto padding-free: when the user asked for neither packing nor padding-free, trlshim turns
-  padding-free on where it is safe and faster: flash attention (variable-length kernels), the
-  Trainer counting loss tokens on shifted labels (so the loss is unchanged), and no processor,
-  vision model or images, user collator, encoder-decoder or known-bad model type. With SDPA or
-  eager attention it is safe through transformers' block-diagonal mask but slower than padding,
-  so it is on there only with ``SFTConfig(auto_padding_free=True)``. Decided before TRL sees the
-  arguments and logged once with the reason. ``SFTConfig(auto_padding_free=False)`` or
-  ``TRLSHIM_AUTO_PADDING_FREE=0`` turn it off.
+  padding-free on where it is safe and faster: a variable-length attention kernel - flash attention,
+  or, with SDPA/eager on a CUDA GPU, torch's own (``varlen.py``: the model runs on it during
+  ``train()`` only) -, the Trainer counting loss tokens on shifted labels (so the loss is unchanged),
+  padding that would waste at least ``MIN_WASTE`` of a batch (``lengths.py``: sampled from the
+  dataset), and no processor, vision model or images, user collator, encoder-decoder or known-bad
+  model type. Without such a kernel (CPU, old torch/transformers) it is safe through transformers'
+  block-diagonal mask but slower than padding, so it is on there only with
+  ``SFTConfig(auto_padding_free=True)``. Decided before TRL sees the arguments, from what is known
+  then (never by trying and catching an error), and logged once with the reason and its inputs.
+  ``SFTConfig(auto_padding_free=False)`` or ``TRLSHIM_AUTO_PADDING_FREE=0`` turn it off.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from ... import report
 from ...flags import flag
 from ...translate import STRATEGY_SPELLINGS, installed_label
 from . import config as sft_config
+from . import lengths, varlen
 from .data import IGNORE, unwrap_peft, vision_reason
 
 sft_config.EMULATED.setdefault("packing_strategy", None)
@@ -41,6 +45,9 @@ BLOCKED_MODEL_TYPES = {
     "qwen2_5_vl", "idefics3", "llama4", "mistral3", "t5", "bart",
 }
 FLASH = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn", "kernels-community/flash-attn3")
+# Below this share of padding a padded batch is as fast as a flattened one (measured on an H200 with
+# uniform 1536-2047-token rows, ~10% padding: benchmarks/results.md), so the batch stays padded.
+MIN_WASTE = 0.15
 
 
 class FlatteningCollator:
@@ -108,7 +115,13 @@ def _builds_packed_mask(model) -> bool:
 
 
 def auto_padding_free_decision(call):
-    """(on, reason), or None when the user chose packing or padding-free themselves."""
+    """(on, reason, via) - ``via`` is ``varlen.NAME`` when trlshim's variable-length attention carries it -
+    or None when the user chose packing or padding-free themselves."""
+    decision = _decide(call)
+    return decision if decision is None or len(decision) == 3 else (*decision, None)
+
+
+def _decide(call):
     if call.get("packing") or call.get("padding_free"):
         return None
     if call.shim("auto_padding_free") is False:
@@ -136,16 +149,34 @@ def auto_padding_free_decision(call):
     if (getattr(call.args, "per_device_train_batch_size", 8) or 8) <= 1:
         return False, "per_device_train_batch_size=1 (nothing to unpad)"
     attn = getattr(config, "_attn_implementation", None) or "eager"
-    if attn not in FLASH and call.shim("auto_padding_free") is not True:
-        # Correct through a block-diagonal mask, but slower than padding (measured on an H100: SDPA
-        # with that mask ran at 0.63x; benchmarks/results.md), so only on request.
-        return False, (f"attn_implementation={attn!r} has no variable-length kernel (a block-diagonal mask is slower "
-                       "than padding); on with flash attention, or with SFTConfig(auto_padding_free=True)")
-    if attn not in FLASH and not _builds_packed_mask(model):
+    forced = call.shim("auto_padding_free") is True
+    via = None
+    if attn not in FLASH and not forced:
+        missing = varlen.unusable_reason(unwrap_peft(model))
+        if missing is not None:
+            # Correct through a block-diagonal mask, but slower than padding (measured on an H100: SDPA
+            # with that mask ran at 0.63x; benchmarks/results.md), so only on request.
+            return False, (f"attn_implementation={attn!r} and no variable-length kernel here ({missing}; a "
+                           "block-diagonal mask is slower than padding); on with flash attention, or with "
+                           "SFTConfig(auto_padding_free=True)")
+        via = varlen.NAME
+    elif attn not in FLASH and not _builds_packed_mask(model):
         return False, f"attn_implementation={attn!r} and this transformers builds no block-diagonal mask from position_ids"
     if not _counts_shifted_labels():
         return False, "this transformers' Trainer counts loss tokens on unshifted labels (the loss would change)"
-    return True, f"attn_implementation={attn!r} handles packed rows and the loss is unchanged"
+    kernel = f"torch's variable-length flash kernel ({via}, during train() only)" if via else f"{attn!r}"
+    if forced:
+        return True, f"asked for by SFTConfig(auto_padding_free=True); attention: {kernel}", via
+    sampled = lengths.sample_lengths(call.kwargs.get("train_dataset"), tok, call.get("dataset_text_field"))
+    if sampled is None:
+        return True, f"attention: {kernel}; the loss is unchanged (length distribution not sampled)", via
+    batch = getattr(call.args, "per_device_train_batch_size", 8) or 8
+    waste = lengths.padding_waste(sampled, batch, call.get("max_length"))
+    if waste < MIN_WASTE:
+        return False, (f"padding would waste only {waste:.0%} of a batch (< {MIN_WASTE:.0%}; {len(sampled)} rows "
+                       "sampled): padded batches are as fast")
+    return True, (f"attention: {kernel}; padding would waste {waste:.0%} of a batch ({len(sampled)} rows sampled); "
+                  "the loss is unchanged"), via
 
 
 def strategy(call) -> None:
@@ -170,10 +201,18 @@ def auto_padding_free(call) -> None:
     """Step (trlshim's own feature, every release): padding-free turned on where it is safe and faster."""
     decision = auto_padding_free_decision(call)
     if decision is not None:
-        on, reason = decision
+        on, reason, via = decision
         report.decided("packing.auto_padding_free", f"trlshim: auto padding-free {'on' if on else 'off'}: {reason}")
         if on:
             call.set("padding_free", True)
+        if on and via == varlen.NAME:
+            varlen.register()
+            call.after(_switch_attention_during_training)
+
+
+def _switch_attention_during_training(call) -> None:
+    if call.instance is not None:
+        call.instance.add_callback(varlen.SwitchDuringTraining(unwrap_peft(call.instance.model)))
 
 
 def padding_free_emulated(call) -> None:
