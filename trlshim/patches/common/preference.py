@@ -28,6 +28,7 @@ from ...registry import row
 from ...translate import check_spelling_conflicts, closest, installed_label, rename, same_value
 from ...versions import release, trl_version
 from .config_classes import bf16_default
+from .model_init_kwargs import translate_model_init_kwargs
 from .training_args import translate_training_arguments
 from .written_for import restore_defaults
 
@@ -109,6 +110,41 @@ def arguments(trainer: str) -> Callable:
             cfg = call.writable_config()
             for name, value in to_cfg.items():
                 setattr(cfg, name, value)
+
+    return translate
+
+
+MODEL_INIT_OPTIONS = ("model_init_kwargs", "ref_model_init_kwargs")
+
+
+def _dtype_names(value: dict, owner: str) -> dict:
+    """A ``torch.dtype`` value as its name, for releases that only take a string (``getattr(torch, value)``)."""
+    out = dict(value)
+    for key in ("torch_dtype", "dtype"):
+        dtype = out.get(key)
+        if dtype is not None and not isinstance(dtype, str) and str(dtype).startswith("torch."):
+            out[key] = str(dtype).removeprefix("torch.")
+            report.translated(f"{owner}.{key}.name", f"trlshim: {owner}[{key!r}]={dtype} -> {out[key]!r} "
+                              f"({installed_label()} takes the dtype's name only)")
+    return out
+
+
+def model_init_kwargs(trainer: str, names_only_before: Optional[str] = None) -> Callable:
+    """The step for ``model_init_kwargs`` / ``ref_model_init_kwargs`` (where the release has them, on the trainer or
+    its config): keys in the spelling the release reads (``torch_dtype`` <-> ``dtype``, TRL 0.23;
+    ``common/model_init_kwargs``), and before ``names_only_before`` a ``torch.dtype`` value as its name."""
+
+    def translate(call) -> None:
+        for name in MODEL_INIT_OPTIONS:
+            value = call.get(name) if call.has(name) else None
+            if not isinstance(value, dict):
+                continue
+            owner = f"{trainer}.{name}"
+            new = translate_model_init_kwargs(value, owner)
+            if names_only_before is not None and older(names_only_before):
+                new = _dtype_names(new, owner)
+            if list(new.items()) != list(value.items()):
+                call.set(name, new)
 
     return translate
 

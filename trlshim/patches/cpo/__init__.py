@@ -11,11 +11,22 @@ so, except values that mean what the release does anyway); ``bf16`` defaults to 
 from __future__ import annotations
 
 from ...pipeline import step
-from ..common.preference import LEADING, Home, Removed, arguments, declare_moved, expects_trainer
+from ..common.preference import (
+    LEADING,
+    Home,
+    Removed,
+    arguments,
+    declare_moved,
+    expects_trainer,
+    model_init_kwargs,
+)
 
 STEPS = (
     step("cpo.arguments", ">=0.7", "tokenizer/processing_class, CPOConfig fields given to the trainer, "
          "TrainingArguments as CPOConfig", arguments("CPOTrainer"), expects=expects_trainer("CPOTrainer")),
+    step("cpo.model_init_kwargs", ">=0.7", "model_init_kwargs keys in the spelling the release reads "
+         "(torch_dtype <-> dtype); a torch.dtype as its name where TRL < 0.11 takes only that",
+         model_init_kwargs("CPOTrainer", names_only_before="0.11")),
 )
 
 _NO_PROMPT_TRUNCATION = ("this release never truncates the prompt (only the responses, to max_length): truncate "

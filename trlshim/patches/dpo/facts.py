@@ -26,3 +26,8 @@ FACTS += (
     # _prepare_dataset drops examples whose prompt alone reaches max_length (keep_start).
     fact("drops_fully_truncated", ">=1.16", True),
 )
+FACTS += (
+    # _prepare_dataset (tokenize_row) cuts the prompt to max_prompt_length (left) and completions to
+    # max_completion_length (right); pre-tokenized data fed by trlshim gets the same cut there.
+    fact("prepare_caps_parts", ">=0.14,<0.29", True),
+)

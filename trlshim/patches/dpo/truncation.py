@@ -85,13 +85,13 @@ def apply(call) -> None:
         return
     func, kwargs = plan
     columns = call.fact("tokenized_columns")
-    prepare = type(instance)._prepare_dataset
+    prepare = instance._prepare_dataset  # bound (or an earlier step's, e.g. dpo.columns)
 
     drops = call.fact("drops_fully_truncated", False)
 
     def _prepare_dataset(dataset, *args, **kw):
         args, kw, cfg = _without_max_length(args, kw)  # the release cuts/filters by max_length after us
-        out = prepare(instance, dataset, *args, **kw)
+        out = prepare(dataset, *args, **kw)
         names = getattr(out, "column_names", None) or []
         if not all(c in names for c in columns):
             raise TypeError(

@@ -13,13 +13,16 @@ does anyway, else a TypeError saying what to do. ``bf16`` defaults to True from 
 from __future__ import annotations
 
 from ...pipeline import step
-from ..common.preference import Home, Removed, arguments, declare_moved, expects_trainer
+from ..common.preference import Home, Removed, arguments, declare_moved, expects_trainer, model_init_kwargs
 
 POSITIONAL = ("model", "ref_model", "args")
 
 STEPS = (
     step("kto.arguments", ">=0.7", "tokenizer/processing_class, KTOConfig fields given to the trainer, "
          "TrainingArguments as KTOConfig", arguments("KTOTrainer"), expects=expects_trainer("KTOTrainer")),
+    step("kto.model_init_kwargs", ">=0.7", "model_init_kwargs/ref_model_init_kwargs keys in the spelling the "
+         "release reads (torch_dtype <-> dtype); a torch.dtype as its name where TRL < 0.11 takes only that",
+         model_init_kwargs("KTOTrainer", names_only_before="0.11")),
 )
 
 _EXPERIMENTAL = ">=0.26,<1.8"

@@ -14,11 +14,22 @@ The pipeline row sits on the class whose ``__init__`` runs: ``trl.trainer.orpo_t
 from __future__ import annotations
 
 from ...pipeline import step
-from ..common.preference import LEADING, Home, Removed, arguments, declare_moved, expects_trainer
+from ..common.preference import (
+    LEADING,
+    Home,
+    Removed,
+    arguments,
+    declare_moved,
+    expects_trainer,
+    model_init_kwargs,
+)
 
 STEPS = (
     step("orpo.arguments", ">=0.7", "tokenizer/processing_class, ORPOConfig fields given to the trainer, "
          "TrainingArguments as ORPOConfig", arguments("ORPOTrainer"), expects=expects_trainer("ORPOTrainer")),
+    step("orpo.model_init_kwargs", ">=0.7", "model_init_kwargs keys in the spelling the release reads "
+         "(torch_dtype <-> dtype); a torch.dtype as its name where TRL < 0.11 takes only that",
+         model_init_kwargs("ORPOTrainer", names_only_before="0.11")),
 )
 
 _NO_PROMPT_TRUNCATION = ("this release never truncates the prompt (only the responses, to max_length): truncate "

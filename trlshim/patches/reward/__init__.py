@@ -17,6 +17,7 @@ from ..common.preference import (
     config_row,
     expects_trainer,
     import_first,
+    model_init_kwargs,
     new_config,
 )
 from . import data
@@ -25,6 +26,8 @@ STEPS = (
     step("reward.model_init", ">=0.24", "model_init (removed at 0.24) is a TypeError with advice", data.model_init_removed),
     step("reward.arguments", ">=0.7", "tokenizer/processing_class, max_length and other RewardConfig fields as trainer "
          "kwargs, TrainingArguments as RewardConfig", arguments("RewardTrainer"), expects=expects_trainer("RewardTrainer")),
+    step("reward.model_init_kwargs", ">=0.24", "model_init_kwargs keys in the spelling the release reads (torch_dtype "
+         "<-> dtype)", model_init_kwargs("RewardTrainer")),
     step("reward.model_str", "<0.24", "model given as a name/path is loaded as TRL >= 0.24 loads it", data.model_string),
     step("reward.columns", ">=0.7", "pre-tokenized chosen/rejected columns in the installed release's spelling",
          data.columns),
