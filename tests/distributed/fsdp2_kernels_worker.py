@@ -46,9 +46,8 @@ def _grads(model):
 
 
 def _case(base, ids, *, head_unit: bool, bf16: bool, kernels: bool, route_after: bool = False):
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
     import trlshim_kernels
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     model = copy.deepcopy(base)
     model.train()
