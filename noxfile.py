@@ -46,6 +46,7 @@ TORCH = "torch==2.13.0+cpu" if HAS_CPU_WHEEL else "torch==2.13.0"
 # release. The kernel suite itself (tests/kernels: no TRL in it) runs once, in the `kernels` session,
 # on the pinned triton and on the newest.
 TRITON = "triton==3.7.1"
+BITSANDBYTES = "bitsandbytes==0.50.2"  # checked: nf4 4-bit runs on CPU with torch 2.13 (issue 15)
 TEST_ENV = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
@@ -89,7 +90,9 @@ def run_pytest(session, *paths: str, args: tuple = (), env: dict = TEST_ENV) -> 
 @nox.parametrize("trl", RELEASES)
 def tests(session, trl):
     """The test suite against one TRL release (the kernel suite runs in the `kernels` session)."""
-    install(session, trl, "wrapt", TRITON, "pillow")  # pillow: the vision-language tests' images and processor
+    # pillow: the vision-language tests' images and processor. bitsandbytes (4-bit on CPU): the QLoRA tests
+    # (tests/patches/test_qlora.py, ~40 s), on the newest release only; they skip on the others.
+    install(session, trl, "wrapt", TRITON, "pillow", *([BITSANDBYTES] if trl == NEWEST else []))
     run_pytest(session, "tests", args=("--ignore", str(ROOT / "tests" / "kernels")),
                env=dict(TEST_ENV, TRITON_INTERPRET="1"))
 

@@ -7,12 +7,15 @@ Public API:
   fused_linear_cross_entropy(hidden, weight, labels, bias=None, *, ignore_index=-100, reduction="mean",
                              num_items_in_batch=None, softcap=None, chunk_size=None, return_stats=False)
   apply_to_model(model, *, rms_norm=True, rope=False, swiglu=True, fused_linear_cross_entropy=True) -> KernelHandle
-      (handle.undo() restores every replaced attribute; handle.applied / handle.skipped say what was done;
+      (handle.undo() restores every replaced attribute; handle.applied / handle.skipped say what was done,
+      handle.fallbacks which calls went to the model's own code at run time and why;
       rope=True runs each attention forward inside rope_scope())
   route_rotary(orig, args, kwargs) / routed_rotary(orig): HF apply_rotary_pos_emb router - our kernel
       inside rope_scope() for shapes it handles, else orig unchanged ; rope_scope() ; rope_active()
   interpreting() -> bool (kernels on CPU through Triton's interpreter) ; handle.replace(obj, name, value)
       (an instance attribute changed under the handle's undo)
+  head_refusal(lm_head) / weight_refusal(weight) -> str | None: why the fused head cannot read it
+      (a DTensor/FSDP2 shard, a ZeRO-3 partition, a quantized weight, not a plain Linear)
   last_stats(model) -> CEStats | None  (n_correct, entropy_sum, n_tokens of the last fused-CE forward;
       also on output.kernel_stats and handle.last_stats) ; supported_model_types() ; unwrap_model(model)
 This package never imports trl or trlshim. Triton is optional: without it (or on CPU without
@@ -23,6 +26,7 @@ from .cross_entropy import fused_linear_cross_entropy
 from .models import (
     KernelHandle,
     apply_to_model,
+    head_refusal,
     last_stats,
     rope_active,
     rope_scope,
@@ -30,6 +34,7 @@ from .models import (
     routed_rotary,
     supported_model_types,
     unwrap_model,
+    weight_refusal,
 )
 from .reference import CEStats
 from .rms_norm import rms_norm
@@ -38,6 +43,6 @@ from .swiglu import geglu, glu_mlp, swiglu
 
 __all__ = [
     "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "apply_to_model", "fused_linear_cross_entropy",
-    "geglu", "glu_mlp", "interpreting", "last_stats", "rms_norm", "rope_active", "rope_scope", "rotary_supported", "route_rotary",
-    "routed_rotary", "supported_model_types", "swiglu", "unwrap_model",
+    "geglu", "glu_mlp", "head_refusal", "interpreting", "last_stats", "rms_norm", "rope_active", "rope_scope", "rotary_supported", "route_rotary",
+    "routed_rotary", "supported_model_types", "swiglu", "unwrap_model", "weight_refusal",
 ]

@@ -43,6 +43,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -59,6 +60,7 @@ from .swiglu import geglu, glu_mlp, swiglu
 _SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
 _ATTR = "_trlshim_kernels_handle"
 _MISSING = object()
+_log = logging.getLogger("trlshim_kernels")
 
 
 def supported_model_types() -> Tuple[str, ...]:
@@ -68,11 +70,14 @@ def supported_model_types() -> Tuple[str, ...]:
 
 @dataclass
 class KernelHandle:
-    """What :func:`apply_to_model` did. ``applied``: counts per kernel; ``skipped``: kernel -> reason."""
+    """What :func:`apply_to_model` did. ``applied``: counts per kernel; ``skipped``: kernel -> reason;
+    ``fallbacks``: kernel -> why a call at run time went to the model's own code instead (e.g. the head
+    became sharded after routing), logged once per reason on the ``trlshim_kernels`` logger."""
 
     model: nn.Module = field(repr=False)
     applied: Dict[str, int] = field(default_factory=dict)
     skipped: Dict[str, str] = field(default_factory=dict)
+    fallbacks: Dict[str, str] = field(default_factory=dict)
     last_stats: Optional[CEStats] = None
     _saved: List[Tuple[Any, str, Any]] = field(default_factory=list, repr=False)
 
@@ -84,6 +89,11 @@ class KernelHandle:
         """Set the instance attribute ``obj.name`` (e.g. a forward wrapping the routed one); ``undo()``
         restores what was there, in reverse order with everything else this handle changed."""
         self._set(obj, name, value)
+
+    def fell_back(self, kernel: str, reason: str) -> None:
+        if self.fallbacks.get(kernel) != reason:
+            self.fallbacks[kernel] = reason
+            _log.warning("trlshim_kernels: %s not used for this call: %s", kernel, reason)
 
     @property
     def active(self) -> bool:
@@ -336,6 +346,51 @@ def _is_attention(mod) -> bool:
     return "Attention" in type(mod).__name__ and hasattr(mod, "q_proj") and hasattr(mod, "k_proj")
 
 
+def _is_dtensor(t) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch without distributed
+        return False
+    return isinstance(t, DTensor)
+
+
+def weight_refusal(weight) -> Optional[str]:
+    """Why the fused head must not read ``weight`` as the full head matrix (None: it may).
+
+    A DTensor (an FSDP2 or tensor-parallel shard outside the unit's forward) or a DeepSpeed ZeRO-3
+    partition (``ds_numel``/``ds_status``: only this rank's slice, gathered during the head's own
+    forward and released after it) holds part of the matrix: reading it would crash or give wrong
+    numbers. A quantized weight (bitsandbytes ``Params4bit``/``Int8Params``, integer storage) is
+    not the matrix at all."""
+    if weight is None:
+        return "lm_head has no weight"
+    if _is_dtensor(weight):
+        return "lm_head.weight is a DTensor (FSDP2/tensor-parallel shard)"
+    if hasattr(weight, "ds_numel") or hasattr(weight, "ds_status"):
+        return "lm_head.weight is partitioned by DeepSpeed ZeRO-3"
+    if (not weight.is_floating_point() or hasattr(weight, "quant_state") or hasattr(weight, "SCB")
+            or type(weight).__name__ in ("Params4bit", "Int8Params")):
+        return f"lm_head.weight is quantized ({type(weight).__name__}, {weight.dtype})"
+    if weight.dim() != 2:
+        return f"lm_head.weight has shape {tuple(weight.shape)}, not a 2-D matrix"
+    return None
+
+
+def head_refusal(head) -> Optional[str]:
+    """Why the fused cross-entropy cannot replace ``head`` (the LM head module), or None."""
+    if head is None:
+        return "model has no output embeddings (lm_head)"
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        FSDPModule = ()
+    if FSDPModule and isinstance(head, FSDPModule):
+        return "lm_head is an FSDP2 unit of its own (its weight is resharded when its forward returns)"
+    if type(head) is not nn.Linear:
+        return f"lm_head is a {type(head).__name__}, not a plain Linear (a PEFT adapter, modules_to_save or quantized)"
+    return weight_refusal(head.weight)
+
+
 def _ce_forward(lm, orig, handle, softcap):
     sig = inspect.signature(orig)
     head = lm.get_output_embeddings()
@@ -347,8 +402,12 @@ def _ce_forward(lm, orig, handle, softcap):
         except TypeError:
             return orig(*args, **kwargs)
         labels = bound.arguments.get("labels")
-        if labels is None or not lm.training or type(head) is not nn.Linear or "labels" not in sig.parameters:
+        if labels is None or not lm.training or "labels" not in sig.parameters:
             return orig(*args, **kwargs)  # eval/predict keeps its logits (compute_metrics may need them)
+        why = head_refusal(head)  # checked per call: sharding (accelerate's prepare) may come after routing
+        if why is not None:
+            handle.fell_back("fused_linear_cross_entropy", why)
+            return orig(*args, **kwargs)
         num_items = _find(bound.arguments, sig, "num_items_in_batch")
         shift_labels = _find(bound.arguments, sig, "shift_labels")
         ignore_index = _find(bound.arguments, sig, "ignore_index")
@@ -368,7 +427,9 @@ def _ce_forward(lm, orig, handle, softcap):
                 head.__dict__.pop("forward", None)
             else:
                 head.__dict__["forward"] = old
-        if not captured:  # the forward did not go through lm_head: cannot fuse
+        why = "the forward did not go through lm_head" if not captured else head_refusal(head)
+        if why is not None:  # e.g. the weight was swapped for a shard during the head's own forward
+            handle.fell_back("fused_linear_cross_entropy", why)
             bound.arguments["labels"] = labels
             return orig(*bound.args, **bound.kwargs)
         hidden = captured[-1]
@@ -417,10 +478,17 @@ def apply_to_model(model: nn.Module, *, rms_norm: bool = True, rope: bool = Fals
             handle._set(mod, "forward", _mlp_forward(mod, glu))
             handle.applied["swiglu"] = handle.applied.get("swiglu", 0) + 1
     if lora:
+        quantized = {}
         for mod in lm.modules():
             if _is_lora_linear(mod):
                 handle._set(mod, "forward", _lora_forward(mod, mod.forward))
                 handle.applied["lora"] = handle.applied.get("lora", 0) + 1
+            elif type(mod).__module__.startswith("peft.") and hasattr(mod, "lora_A") and hasattr(mod, "base_layer"):
+                kind = type(mod.base_layer).__name__  # e.g. bitsandbytes Linear4bit under peft.tuners.lora.bnb
+                quantized[kind] = quantized.get(kind, 0) + 1
+        if quantized:
+            kinds = ", ".join(f"{k} x{n}" for k, n in quantized.items())
+            handle.skipped["lora"] = f"LoRA over non-plain base layers ({kinds}): PEFT's own forward"
     if swiglu and glu is None:
         handle.skipped["swiglu"] = f"activation {getattr(cfg, 'hidden_act', None)!r} has no fused kernel"
     if rope:
@@ -432,11 +500,9 @@ def apply_to_model(model: nn.Module, *, rms_norm: bool = True, rope: bool = Fals
             handle.skipped["rope"] = "no attention module with q_proj/k_proj found"
     if fused_linear_cross_entropy:
         head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
-        if head is None:
-            handle.skipped["fused_linear_cross_entropy"] = "model has no output embeddings (lm_head)"
-        elif type(head) is not nn.Linear:
-            handle.skipped["fused_linear_cross_entropy"] = (
-                f"lm_head is a {type(head).__name__}, not a plain Linear (a PEFT adapter or modules_to_save)")
+        why = head_refusal(head)
+        if why is not None:
+            handle.skipped["fused_linear_cross_entropy"] = why
         else:
             softcap = getattr(cfg, "final_logit_softcapping", None)
             handle._set(lm, "forward", _ce_forward(lm, lm.forward, handle, softcap))

@@ -2,7 +2,10 @@
 ``accelerate launch --cpu --num_processes 2`` and once as a single process at the same global batch.
 Each rank writes what it saw to ``<out>/rank<R>.json``: whether trlshim's rows were active, the rows
 its model was fed at each step, the losses TRL logged, and whether ``trlshim.unpatch()`` restored the
-original ``SFTTrainer.__init__``. Not a test module (no ``test_`` prefix): pytest does not collect it."""
+original ``SFTTrainer.__init__``. With a third argument ``fsdp2`` the script also asks the Trainer for
+FSDP2 (``fsdp="full_shard"``, ``fsdp_config={"version": 2, ...}``) and records the engine accelerate
+actually chose (``distributed_type``) and the LM head's weight type after training (a DTensor when
+sharded); a construction error is recorded, not raised. Not a test module (no ``test_`` prefix)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +17,7 @@ import trlshim  # noqa: F401  (before TRL, as the README says)
 os.environ.setdefault("WANDB_DISABLED", "true")
 
 
-def main(out_dir: str, per_device_batch: int) -> None:
+def main(out_dir: str, per_device_batch: int, mode: str = "ddp") -> None:
     import torch
     from datasets import Dataset
     from transformers import TrainingArguments
@@ -33,11 +36,21 @@ def main(out_dir: str, per_device_batch: int) -> None:
                  report_to="none", save_strategy="no", logging_steps=1, seed=0, disable_tqdm=True,
                  dataloader_num_workers=0)
     targs["use_cpu" if "use_cpu" in TrainingArguments.__dataclass_fields__ else "no_cuda"] = True
-    init = SFTTrainer.__init__
-    trainer = SFTTrainer(model=model, args=TrainingArguments(**targs), train_dataset=Dataset.from_list(
-        [{"text": t} for t in texts]), tokenizer=tok, dataset_text_field="text", max_seq_length=16, packing=False)
-    trainer.train()
+    if mode == "fsdp2":
+        targs.update(fsdp="full_shard", fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]})
     rank = int(os.environ.get("RANK", "0"))
+    init = SFTTrainer.__init__
+    try:
+        trainer = SFTTrainer(model=model, args=TrainingArguments(**targs), train_dataset=Dataset.from_list(
+            [{"text": t} for t in texts]), tokenizer=tok, dataset_text_field="text", max_seq_length=16, packing=False)
+    except Exception as e:
+        if mode == "ddp":
+            raise
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump({"rank": rank, "error": f"{type(e).__name__}: {e}"}, f)
+        return
+    engine = str(trainer.accelerator.state.distributed_type)
+    trainer.train()
     active = sorted(hooks.applied())
     trlshim.unpatch()
     restored = not hooks.applied() and type(SFTTrainer.__init__) is not type(init)
@@ -45,14 +58,15 @@ def main(out_dir: str, per_device_batch: int) -> None:
         "rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "active_rows": active,
         "translations": report.applied(), "fed": fed, "restored": restored,
         "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "distributed_type": engine,
+        "head_weight": type(trainer.model.lm_head.weight).__name__,
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(record, f)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])
     # Leave without the interpreter's teardown: gloo's threads can abort a process at exit ("terminate called
     # without an active exception", seen on a CI-like machine) after its record was written.
     import torch.distributed as dist

@@ -177,3 +177,36 @@ def test_fused_head_logs_trl_metrics(tmp_path, tokenizer, monkeypatch):
         if "entropy" in w:
             # ours averages over tokens with a label; TRL's logits path over every attended position
             assert math.isfinite(g["entropy"]) and math.isclose(w["entropy"], g["entropy"], rel_tol=0.05)
+
+
+def test_fused_head_refuses_weights_that_are_not_the_whole_matrix():
+    """Issue 15: the fused cross-entropy reads ``lm_head.weight`` itself. A ZeRO-3 partition (only this
+    rank's slice; ``ds_numel``/``ds_status``), a quantized weight or a non-Linear head is refused with a
+    reason - at routing and again per call - never read (FSDP2/DTensor: tests/reliability/test_fsdp.py)."""
+    import torch
+
+    kernels = pytest.importorskip("trlshim_kernels")
+    lm = helpers.make_model()
+    head = lm.lm_head
+    assert kernels.head_refusal(head) is None
+    head.weight.ds_numel, head.weight.ds_status = head.weight.numel(), "NOT_AVAILABLE"
+    try:
+        assert "ZeRO-3" in kernels.head_refusal(head)
+        handle = kernels.apply_to_model(lm)
+        assert "ZeRO-3" in handle.skipped["fused_linear_cross_entropy"]
+        assert "fused_linear_cross_entropy" not in handle.applied
+        handle.undo()
+        del head.weight.ds_numel, head.weight.ds_status
+        handle = kernels.apply_to_model(lm)  # routed while whole; partitioned later (deepspeed.initialize)
+        head.weight.ds_numel = 0
+        lm.train()
+        ids = torch.randint(4, 300, (2, 8))
+        out = lm(input_ids=ids, labels=ids)
+        assert out.logits is not None and "ZeRO-3" in handle.fallbacks["fused_linear_cross_entropy"]
+        handle.undo()
+    finally:
+        for a in ("ds_numel", "ds_status"):
+            head.weight.__dict__.pop(a, None)
+    assert "quantized" in kernels.weight_refusal(torch.zeros(4, 4, dtype=torch.uint8))
+    head.weight.quant_state = object()
+    assert "quantized" in kernels.head_refusal(head)

@@ -6,7 +6,12 @@ CUDA only: on CPU the model stays as it is. Off with ``TRLSHIM_KERNELS=0`` or
 
 Which kernels: the layer kernels (RMSNorm, SwiGLU/GeGLU) wherever the model type is supported.
 The fused linear cross-entropy wherever the loss is the plain next-token NLL computed from the
-model's own ``labels`` path and TRL has no fused head of its own (``fused_ce_blocker``: not on TRL
+model's own ``labels`` path, the head is a plain ``Linear`` whose weight is the whole float matrix
+(not a DTensor/FSDP2 unit of its own, a ZeRO-3 partition or quantized: ``trlshim_kernels.head_refusal``,
+checked at routing and again at every call, since accelerate shards after the trainer is built; a
+call it refuses runs the model's own head and the reason is logged once). Under FSDP2 the head inside
+the root unit is whole during the root's forward, so it is fused there (tests/reliability/test_fsdp.py);
+and TRL has no fused head of its own (``fused_ce_blocker``: not on TRL
 >= 1.15, not with ``loss_type='chunked_nll'`` - the 1.7-1.14 default - nor other loss types, custom
 loss functions or label smoothing): one fused head, never two. It runs in training only; evaluation
 keeps its logits.
@@ -160,8 +165,9 @@ def _compute_loss(wrapped, instance, args, kwargs):
     finally:
         _setting(cfg, switch, before)
     if handle.last_stats is None:
-        report.decided("kernels.metrics", "trlshim: this step's forward did not reach the fused head; "
-                       "mean_token_accuracy/entropy are not logged for it")
+        why = handle.fallbacks.get("fused_linear_cross_entropy")
+        report.decided("kernels.metrics", "trlshim: this step's forward did not reach the fused head"
+                       + (f" ({why})" if why else "") + "; mean_token_accuracy/entropy are not logged for it")
     else:
         _log_metrics(instance, handle.last_stats, log_accuracy, log_entropy)
     return result
@@ -194,6 +200,8 @@ def _route(trainer, liger_replaced: bool):
     parts = ", ".join(f"{k} x{n}" for k, n in handle.applied.items())
     why_not_ce = why_not_ce or handle.skipped.get("fused_linear_cross_entropy")
     note = f"; fused cross-entropy left to TRL: {why_not_ce}" if why_not_ce else ""
+    note += "".join(f"; {k} not routed: {why}" for k, why in handle.skipped.items()
+                    if k not in ("fused_linear_cross_entropy", "rope"))
     via = " instead of Liger (not installed)" if liger_replaced else ""
     report.decided(f"kernels.{mtype}", f"trlshim: Triton kernels routed{via} into {mtype}: {parts}{note}")
 
