@@ -89,7 +89,8 @@ def run_pytest(session, *paths: str, args: tuple = (), env: dict = TEST_ENV) -> 
 @nox.parametrize("trl", RELEASES)
 def tests(session, trl):
     """The test suite against one TRL release (the kernel suite runs in the `kernels` session)."""
-    install(session, trl, "wrapt", TRITON, "pillow")  # pillow: the vision-language tests' images and processor
+    # pillow: the vision-language tests' images and processor; libcst: trlshim migrate (tests/test_migrate.py)
+    install(session, trl, "wrapt", TRITON, "pillow", "libcst")
     run_pytest(session, "tests", args=("--ignore", str(ROOT / "tests" / "kernels")),
                env=dict(TEST_ENV, TRITON_INTERPRET="1"))
 
