@@ -88,7 +88,7 @@ class Migrator(cst.CSTTransformer):
         self.context = context
         self.names = {}  # local name -> (module, imported name)
         self.notes: list = []
-        self._pending: list = []  # comments for the statement being left
+        self._pending: list = [[]]  # per enclosing statement: the comments to put above it
 
     # --- bookkeeping ------------------------------------------------------------------------------------
 
@@ -104,7 +104,7 @@ class Migrator(cst.CSTTransformer):
     def _note(self, node, text: str) -> None:
         line = self.get_metadata(PositionProvider, node).start.line
         self.notes.append(Note(line, text))
-        self._pending.append(text)
+        self._pending[-1].append(text)
 
     def _kind(self, func) -> Optional[str]:
         """The TRL / transformers class a call's function names (through ``from x import y as z``)."""
@@ -130,10 +130,20 @@ class Migrator(cst.CSTTransformer):
 
     # --- statements: attach the comments ----------------------------------------------------------------
 
-    def leave_SimpleStatementLine(self, original, updated):
-        if not self._pending:
+    STATEMENTS = (cst.SimpleStatementLine, cst.BaseCompoundStatement)
+
+    def on_visit(self, node) -> bool:
+        if isinstance(node, self.STATEMENTS):
+            self._pending.append([])
+        return super().on_visit(node)
+
+    def on_leave(self, original, updated):
+        updated = super().on_leave(original, updated)
+        if not isinstance(original, self.STATEMENTS):
             return updated
-        texts, self._pending = self._pending, []
+        texts = self._pending.pop()  # a call in a compound statement's header: above that statement
+        if not texts or not isinstance(updated, self.STATEMENTS):
+            return updated
         have = {ln.comment.value for ln in updated.leading_lines if ln.comment is not None}
         lines = list(updated.leading_lines)
         for text in texts:
