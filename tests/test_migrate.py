@@ -95,6 +95,12 @@ def test_dict_keys_and_moved_imports():
     assert new == src
     new, _ = _mig("from trl.commands.cli_utils import TrlParser\n", T116)
     assert new == "from trl import TrlParser\n"
+    src = "from trl import (\n    SFTTrainer,\n    PPOv2Trainer,  # rl\n)\n"  # names that stay keep the statement
+    new, _ = _mig(src, resolve("0.15"))
+    assert new == ("from trl import (\n    SFTTrainer,  # rl\n)\n"
+                   "from trl.trainer import PPOTrainer as PPOv2Trainer\n"), new
+    new, notes = _mig(src)  # deleted in 1.13: unchanged, with the replacement named
+    assert new.startswith("# trlshim: PPOv2Trainer was removed in TRL 1.13") and new.endswith(src)
 
 
 def test_what_cannot_be_followed_gets_a_comment_and_stays():

@@ -68,7 +68,7 @@ def migrate_source(source: str, target) -> tuple:
     """``(new source, notes)`` for one module's text; raises libcst.ParserSyntaxError on bad input."""
     cst = _libcst()
     from libcst.codemod import CodemodContext
-    from libcst.codemod.visitors import AddImportsVisitor
+    from libcst.codemod.visitors import AddImportsVisitor, RemoveImportsVisitor
 
     from .rewrite import Migrator
 
@@ -79,6 +79,7 @@ def migrate_source(source: str, target) -> tuple:
     if new.deep_equals(module):  # nothing rewritten: never add an import
         return source, migrator.notes
     new = AddImportsVisitor(context).transform_module(new)
+    new = RemoveImportsVisitor(context).transform_module(new)  # TrainingArguments, where no longer used
     return new.code, migrator.notes
 
 

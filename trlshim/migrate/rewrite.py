@@ -12,7 +12,7 @@ from typing import Optional
 
 import libcst as cst
 from libcst.codemod import CodemodContext
-from libcst.codemod.visitors import AddImportsVisitor
+from libcst.codemod.visitors import AddImportsVisitor, RemoveImportsVisitor
 from libcst.metadata import PositionProvider
 
 from ..patches.common import moved_trainers, removed_names
@@ -65,7 +65,7 @@ def _new_arg(name: str, value: cst.BaseExpression) -> cst.Arg:
     return cst.Arg(value=value, keyword=cst.Name(name), equal=_EQUAL)
 
 
-def _comma_fixed(args: list, original: list = ()) -> list:
+def _comma_fixed(args: list, original=()) -> list:
     """Each argument but the last keeps (or gets) a comma; the last takes the original last argument's comma
     and trailing whitespace (a trailing comma and the line break before ``)`` survive)."""
     out = []
@@ -89,6 +89,7 @@ class Migrator(cst.CSTTransformer):
         self.names = {}  # local name -> (module, imported name)
         self.notes: list = []
         self._pending: list = [[]]  # per enclosing statement: the comments to put above it
+        self._extra: list = [[]]  # per enclosing statement: import statements to put after it
 
     # --- bookkeeping ------------------------------------------------------------------------------------
 
@@ -135,13 +136,22 @@ class Migrator(cst.CSTTransformer):
     def on_visit(self, node) -> bool:
         if isinstance(node, self.STATEMENTS):
             self._pending.append([])
+            self._extra.append([])
         return super().on_visit(node)
 
     def on_leave(self, original, updated):
         updated = super().on_leave(original, updated)
         if not isinstance(original, self.STATEMENTS):
             return updated
-        texts = self._pending.pop()  # a call in a compound statement's header: above that statement
+        texts, extra = self._pending.pop(), self._extra.pop()
+        if extra and isinstance(updated, cst.SimpleStatementLine):
+            after = [cst.SimpleStatementLine(body=[imp]) for imp in extra]
+            return cst.FlattenSentinel([self._commented(updated, texts), *after])
+        return self._commented(updated, texts)
+
+    def _commented(self, updated, texts):
+        """``updated`` with a ``# trlshim:`` line above it per text (the comments a call in a compound
+        statement's header gets go above that statement); a comment already there is not added again."""
         if not texts or not isinstance(updated, self.STATEMENTS):
             return updated
         have = {ln.comment.value for ln in updated.leading_lines if ln.comment is not None}
@@ -156,25 +166,38 @@ class Migrator(cst.CSTTransformer):
     # --- imports -----------------------------------------------------------------------------------------
 
     def leave_ImportFrom(self, original, updated):
+        """``from trl import ORPOTrainer`` -> its home in the target; names that stay keep the statement, the
+        moved ones get a statement of their own right after it."""
         if updated.module is None or isinstance(updated.names, cst.ImportStar) or updated.relative:
             return updated
         module = cst.Module([]).code_for_node(updated.module)
-        new_module = None
+        kept, moved = [], {}
         for alias in updated.names:
             name = cst.Module([]).code_for_node(alias.name)
-            moved = self._moved_import(module, name, original)
-            if moved is None:
+            found = self._moved_import(module, name, original)
+            if found is None:
+                kept.append(alias)
                 continue
-            home, new_name = moved
-            if len(updated.names) != 1:
-                self._note(original, f"{name} is in {home} on {self.t.label}: import it from there "
-                                     f"(`from {home} import {new_name}`)")
-                return updated
-            new_module, rename_to = home, new_name
-            if rename_to != name:
-                asname = alias.asname or cst.AsName(name=cst.Name(name))
-                alias = alias.with_changes(name=cst.Name(rename_to), asname=asname)
-            return updated.with_changes(module=cst.parse_expression(new_module), names=[alias])
+            home, new_name = found
+            if new_name != name:
+                alias = alias.with_changes(name=cst.Name(new_name), asname=alias.asname or cst.AsName(
+                    name=cst.Name(name), whitespace_before_as=cst.SimpleWhitespace(" "),
+                    whitespace_after_as=cst.SimpleWhitespace(" ")))
+            moved.setdefault(home, []).append(alias.with_changes(comma=cst.MaybeSentinel.DEFAULT))
+        if not moved:
+            return updated
+        homes = list(moved)
+        if not kept:  # the statement itself moves (to the first home)
+            first = homes.pop(0)
+            updated = updated.with_changes(module=cst.parse_expression(first), names=_comma_fixed(moved[first]),
+                                           lpar=None, rpar=None)
+        else:
+            kept = [a if isinstance(a.comma, cst.Comma) else a.with_changes(comma=cst.Comma(
+                whitespace_after=cst.SimpleWhitespace(" "))) for a in kept]
+            kept[-1] = kept[-1].with_changes(comma=updated.names[-1].comma)  # the layout before ``)`` survives
+            updated = updated.with_changes(names=kept)
+        for home in homes:
+            self._extra[-1].append(cst.ImportFrom(module=cst.parse_expression(home), names=_comma_fixed(moved[home])))
         return updated
 
     def _moved_import(self, module: str, name: str, node):
@@ -344,6 +367,10 @@ class Migrator(cst.CSTTransformer):
                                                               for p in placed))]  # trainer kwargs win
             func = config.func
             if self._kind(func) == "TrainingArguments":
+                if isinstance(func, cst.Name) and func.value in self.names:  # dropped if nothing else uses it
+                    module, name = self.names[func.value]
+                    RemoveImportsVisitor.remove_unused_import(
+                        self.context, module, name, func.value if func.value != name else None)
                 func = self._class_ref(updated.func, cls_name)
             new_config = config.with_changes(func=func, args=_comma_fixed(existing + placed, config.args))
             new_args_arg = args_arg.with_changes(value=new_config)
