@@ -74,6 +74,8 @@ def test_sft_without_args_gets_a_config_with_the_release_default_output_dir():
     assert 'args=SFTConfig(output_dir="tiny-SFT", max_length=8)' in new
     new, _ = _mig(src, T0122)
     assert 'args=SFTConfig(output_dir="tmp_trainer", max_seq_length=8)' in new
+    new, _ = _mig(src.replace("max_seq_length=8", "max_seq_length=8, dataset_batch_size=10"))
+    assert 'args=SFTConfig(output_dir="tiny-SFT", max_length=8))' in new  # a no-op 1.16 lacks: dropped
 
 
 def test_dpo_kwargs_and_positional_beta_move_onto_a_dpo_config():
@@ -128,6 +130,9 @@ def test_diff_changes_nothing_and_exits_1(tmp_path, capsys):
     rc = migrate.run([str(root / "a.py"), str(root / "ok.py")], "1.16", "diff")
     out = capsys.readouterr().out
     assert rc == 1 and "+    processing_class=tok," in out and "-    tokenizer=tok," in out
+    assert {p.name: p.read_bytes() for p in root.iterdir()} == before
+    assert migrate.run([str(root / "a.py")], "1.16") == 0  # a plain run only reports
+    assert "would be rewritten for TRL 1.16.0" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in root.iterdir()} == before
     assert migrate.run([str(root / "ok.py")], "1.16", "diff") == 0
 

@@ -299,7 +299,7 @@ class Migrator(cst.CSTTransformer):
             return None
         if trainer == "dpo" and name in DROPPED_AT and (DROPPED_AT[name] is ... or value in DROPPED_AT[name]):
             return None
-        if trainer == "dpo" and name in EMULATED:
+        if trainer == "dpo" and (name in EMULATED or RENAMED.get(name) in EMULATED):
             self._note(node, f"{cls_name}({name}=) was removed in {self.t.label}; only trlshim applies it "
                              "(keep `import trlshim`, or truncate the dataset yourself)")
         else:
