@@ -90,9 +90,10 @@ def run_pytest(session, *paths: str, args: tuple = (), env: dict = TEST_ENV) -> 
 @nox.parametrize("trl", RELEASES)
 def tests(session, trl):
     """The test suite against one TRL release (the kernel suite runs in the `kernels` session)."""
-    # pillow: the vision-language tests' images and processor. bitsandbytes (4-bit on CPU): the QLoRA tests
-    # (tests/patches/test_qlora.py, ~40 s), on the newest release only; they skip on the others.
-    install(session, trl, "wrapt", TRITON, "pillow", *([BITSANDBYTES] if trl == NEWEST else []))
+    # pillow: the vision-language tests' images and processor; libcst: trlshim migrate (tests/test_migrate.py).
+    # bitsandbytes (4-bit on CPU): the QLoRA tests (tests/patches/test_qlora.py, ~40 s), on the newest release
+    # only; they skip on the others.
+    install(session, trl, "wrapt", TRITON, "pillow", "libcst", *([BITSANDBYTES] if trl == NEWEST else []))
     run_pytest(session, "tests", args=("--ignore", str(ROOT / "tests" / "kernels")),
                env=dict(TEST_ENV, TRITON_INTERPRET="1"))
 

@@ -209,6 +209,13 @@ def demo(args) -> int:
     return 0
 
 
+def migrate(args) -> int:
+    """Rewrite legacy TRL calls for the target release (trlshim/migrate)."""
+    from .migrate import run
+
+    return run(args.paths, args.target, args.mode)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="trlshim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +230,14 @@ def main(argv=None) -> int:
     t = sub.add_parser("table", help="print the supported-release table (as in README.md)")
     t.add_argument("--json", action="store_true", help="the tested matrix for machines: releases and their pins")
     t.set_defaults(func=table)
+    m = sub.add_parser("migrate", help="rewrite legacy TRL calls in source files to a release's spelling (LibCST)")
+    m.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (*.py)")
+    m.add_argument("--target", default=None, metavar="RELEASE", help="the TRL release to write for (default: installed)")
+    how = m.add_mutually_exclusive_group()
+    how.add_argument("--diff", action="store_const", dest="mode", const="diff",
+                     help="print a unified diff, change nothing; exit 1 when changes are pending")
+    how.add_argument("--write", action="store_const", dest="mode", const="write", help="write the changes")
+    m.set_defaults(func=migrate, mode="report")
     args = parser.parse_args(argv)
     return args.func(args)
 

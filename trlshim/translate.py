@@ -21,6 +21,10 @@ SPELLINGS = (
     ("use_liger_kernel", "use_liger"),
 )
 
+# Trainer keywords of a SPELLINGS group: the release whose trainers take the newer spelling (the runtime shim
+# reads the installed signature; ``trlshim migrate`` writes for a release that may not be installed).
+TRAINER_SPELLING_SINCE = {"processing_class": "0.12"}  # tokenizer= kept as an alias until 0.15
+
 # SFT options that were SFTTrainer keyword arguments up to TRL 0.12 and SFTConfig fields from 0.9.
 SFT_OPTIONS = (
     "dataset_text_field", "packing", "max_seq_length", "max_length", "dataset_num_proc", "dataset_batch_size",

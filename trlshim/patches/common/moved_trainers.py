@@ -51,15 +51,16 @@ class Moved:
     removed: Optional[str] = None
     replacement: str = ""
 
-    def home(self) -> Optional[str]:
-        trl = trl_version()
+    def home(self, trl: Optional[Version] = None) -> Optional[str]:
+        """The package holding it in the installed (or given: ``trlshim migrate --target``) release."""
+        trl = trl_version() if trl is None else trl
         for spec, package in self.homes:
             if trl is not None and SpecifierSet(spec).contains(release(trl), prereleases=True):
                 return package
         return None
 
-    def is_removed(self) -> bool:
-        trl = trl_version()
+    def is_removed(self, trl: Optional[Version] = None) -> bool:
+        trl = trl_version() if trl is None else trl
         return self.removed is not None and trl is not None and release(trl) >= Version(self.removed)
 
 
