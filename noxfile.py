@@ -159,6 +159,7 @@ def download_sdist(session, release: str, dest: Path) -> Path:
         session.run("python", "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
                     f"trl=={release}", "-d", str(dest), silent=True)
     except Exception:  # nox raises CommandFailed
+        session.log(f"pip cannot prepare trl=={release}'s sdist (expected for 0.8-0.12): fetching the file itself")
         index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
         session.run("python", "-c", f"""
 import hashlib, json, urllib.request
