@@ -147,3 +147,44 @@ def transparency(session, trl):
     session.chdir(tmp)
     session.run("pytest", "-q", "-s", str(ROOT / "tests" / "reliability" / "test_transparency.py"), "-p",
                 "no:cacheprovider", "--rootdir", str(ROOT), *session.posargs, env=env)
+
+
+# Old releases whose SFT tests run against the newest TRL with trlshim (`crossversion`): the oldest tested
+# release, the last with trainer kwargs, and the last with DataCollatorForCompletionOnlyLM in TRL.
+CROSSVERSION_RELEASES = ["0.8.6", "0.12.2", "0.19.1"]
+
+
+def download_sdist(session, release: str, dest: Path) -> Path:
+    """The TRL sdist of ``release``, unpacked under ``dest``. pip first; where pip cannot prepare the sdist's
+    metadata (0.8-0.12: setup.py symlinks examples/scripts), the file from the index's JSON API (PEP 691),
+    checked against its sha256."""
+    tarball = dest / f"trl-{release}.tar.gz"
+    try:
+        session.run("python", "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                    f"trl=={release}", "-d", str(dest), silent=True)
+    except Exception:  # nox raises CommandFailed
+        session.log(f"pip cannot prepare trl=={release}'s sdist (expected for 0.8-0.12): fetching the file itself")
+        index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+        session.run("python", "-c", f"""
+import hashlib, json, urllib.request
+req = urllib.request.Request({index + '/trl/'!r}, headers={{"Accept": "application/vnd.pypi.simple.v1+json"}})
+f = {{f["filename"]: f for f in json.load(urllib.request.urlopen(req))["files"]}}[{tarball.name!r}]
+data = urllib.request.urlopen(f["url"]).read()
+assert hashlib.sha256(data).hexdigest() == f["hashes"]["sha256"], "sha256 mismatch"
+open({str(tarball)!r}, "wb").write(data)
+""")
+    session.run("python", "-c", f"import tarfile; tarfile.open({str(tarball)!r}).extractall({str(dest)!r})")
+    return dest / f"trl-{release}"
+
+
+@nox.session(python="3.11")
+def crossversion(session):
+    """Old releases' own SFT tests (sdists) on the newest TRL with trlshim; failures only as allow-listed
+    (tests/reliability/crossversion_allowlist.txt), and an allow-listed test that passes fails the session."""
+    install(session, NEWEST, "wrapt", "parameterized", "pip", "pillow")
+    tmp = Path(session.create_tmp()).resolve()
+    folders = [str(download_sdist(session, r, tmp)) for r in CROSSVERSION_RELEASES]
+    env = dict(TEST_ENV, TRLSHIM_OLD_TRL_TESTS=os.pathsep.join(folders))
+    session.chdir(tmp)
+    session.run("pytest", "-q", "-s", str(ROOT / "tests" / "reliability" / "test_crossversion.py"), "-p",
+                "no:cacheprovider", "--rootdir", str(ROOT), *session.posargs, env=env)

@@ -26,6 +26,7 @@ OLD_PATHS = [  # names every release 0.7-1.16 had somewhere, from their old path
     ("SFTScriptArguments", "trl"), ("SFTScriptArguments", "trl.commands.cli_utils"),
     ("is_peft_available", "trl.import_utils"), ("is_peft_available", "trl"), ("is_wandb_available", "trl.import_utils"),
     ("is_transformers_greater_than", "trl.import_utils"), ("is_rich_available", "trl.import_utils"),
+    ("is_diffusers_available", "trl"), ("is_llm_blender_available", "trl"),  # TRL 0.12's tests/testing_utils.py
 ]
 
 

@@ -50,6 +50,8 @@ def _config(arch: str, vocab: int):
         return tf.GPTNeoXConfig(**small)
     if arch == "LlamaForCausalLM":
         return tf.LlamaConfig(**small)
+    if arch == "GPT2LMHeadModel":  # TRL <= 0.12's tests (the crossversion session)
+        return tf.GPT2Config(n_embd=16, n_layer=2, n_head=4, n_inner=32, vocab_size=vocab, n_positions=512)
     raise KeyError(arch)
 
 
@@ -60,6 +62,7 @@ MODELS = {
     "trl-internal-testing/tiny-GPTNeoXForCausalLM": "GPTNeoXForCausalLM",
     "trl-internal-testing/tiny-LlamaForCausalLM-3.2": "LlamaForCausalLM",
     "Qwen/Qwen3-4B": "Qwen3ForCausalLM",
+    "trl-internal-testing/dummy-GPT2-correct-vocab": "GPT2LMHeadModel",
 }
 
 

@@ -158,7 +158,7 @@ class ScriptArguments:
     dataset_name: Optional[str] = dataclasses.field(default=None, metadata={"help": "the dataset name"})
     dataset_train_split: str = dataclasses.field(default="train", metadata={"help": "the split to train on"})
     dataset_test_split: str = dataclasses.field(default="test", metadata={"help": "the split to evaluate on"})
-    config: Optional[str] = _help("path to an optional config file")
+    config = None  # not a field: every TrlParser reads --config itself, and 0.13+ refuses a field of that name
     gradient_checkpointing_use_reentrant: bool = dataclasses.field(
         default=False, metadata={"help": "whether gradient checkpointing uses the reentrant variant"})
     ignore_bias_buffers: bool = dataclasses.field(
@@ -173,7 +173,7 @@ class SFTScriptArguments:
                                           metadata={"help": "the dataset name"})
     dataset_train_split: str = dataclasses.field(default="train", metadata={"help": "the split to train on"})
     dataset_test_split: str = dataclasses.field(default="test", metadata={"help": "the split to evaluate on"})
-    config: Optional[str] = _help("path to an optional config file")
+    config = None  # not a field: every TrlParser reads --config itself, and 0.13+ refuses a field of that name
     gradient_checkpointing_use_reentrant: bool = dataclasses.field(
         default=False, metadata={"help": "whether gradient checkpointing uses the reentrant variant"})
 
@@ -190,6 +190,6 @@ class SftScriptArguments:
     dataset_test_name: str = dataclasses.field(default="test", metadata={"help": "the evaluation split"})
     max_seq_length: int = dataclasses.field(default=512, metadata={"help": "the maximum sequence length"})
     packing: bool = dataclasses.field(default=False, metadata={"help": "whether to pack examples"})
-    config: Optional[str] = _help("path to an optional config file")
+    config = None  # not a field: every TrlParser reads --config itself, and 0.13+ refuses a field of that name
     gradient_checkpointing_use_reentrant: bool = dataclasses.field(
         default=False, metadata={"help": "whether gradient checkpointing uses the reentrant variant"})

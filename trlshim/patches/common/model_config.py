@@ -31,12 +31,24 @@ def _init(wrapped, instance, args, kwargs):
             kwargs.setdefault(target, value)
             report.translated(f"ModelConfig.{other}", f"trlshim: ModelConfig({other}=...) -> {target}= "
                               f"({installed_label()})")
-    return wrapped(*args, **kwargs)
+    added = {n: kwargs.pop(n) for n in getattr(type(instance), "_trlshim_injected_fields", ()) if n in kwargs}
+    result = wrapped(*args, **kwargs)
+    for name, value in added.items():  # fields the release's own __init__ does not take (REMOVED_FIELDS)
+        setattr(instance, name, value)
+    return result
 
 
-for _spec, _why in ((">=0.27", "TRL 0.27 removed torch_dtype"), ("<0.23", "dtype arrived in TRL 0.23")):
+# TRL 0.8-1.5 example scripts read ``model_args.trust_remote_code`` and pass it to from_pretrained themselves;
+# ModelConfig lost the field between 1.5 and 1.10 (SFTConfig got its own in 1.7). The >=0.27 row adds it back
+# as a plain field (one FIELDS row per class; a class that has the field gets nothing), so
+# ``--trust_remote_code`` parses and the script's own value reaches its loading call.
+REMOVED_FIELDS = (("trust_remote_code", bool, False),)
+
+for _spec, _why, _fields in ((">=0.27", "TRL 0.27 removed torch_dtype; trust_remote_code gone after 1.5", REMOVED_FIELDS),
+                             ("<0.23", "dtype arrived in TRL 0.23", ())):
     row(f"model_config.dtype.init[{_spec}]", MODULE, f"{CLASS}.__init__", _spec,
         f"ModelConfig(torch_dtype=...) and ModelConfig(dtype=...) on every release ({_why})", wrapper=_init)
     row(f"model_config.dtype.alias[{_spec}]", MODULE, CLASS, _spec,
         f"model_args.torch_dtype / model_args.dtype and --torch_dtype / --dtype on every release ({_why})",
-        kind=FIELDS, factory=lambda: FieldSpec(aliases=(GROUP,)))
+        kind=FIELDS, factory=lambda _fields=_fields: FieldSpec(fields=_fields, aliases=(GROUP,)))
+

@@ -50,11 +50,15 @@ NAMES = (
     Name("ScriptArguments", ("trl",), ("<0.12",), f"impl:{_U}.ScriptArguments"),
     Name("SFTScriptArguments", ("trl",), ("<0.9", ">=0.13"), f"impl:{_U}.SFTScriptArguments"),
     Name("SftScriptArguments", ("trl",), (">=0.9",), f"impl:{_U}.SftScriptArguments"),
-    # is_<package>_available at the top level (0.7-0.9 exported them from trl; 0.11.4 has none; 0.10 not read:
-    # where a release still has one, the optional row leaves it alone)
+    # is_<package>_available at the top level (0.7-0.9 exported the first six from trl, 0.8-0.12 diffusers, 0.11
+    # liger/llmblender, 0.12 deepspeed/llm_blender; old TRL test utilities import them; 0.10 not read: where
+    # a release still has one, the optional row leaves it alone)
     *(Name(n, ("trl",), (">=0.10",), f"impl:{_U}.{n}") for n in (
         "is_peft_available", "is_wandb_available", "is_bitsandbytes_available", "is_pil_available",
         "is_xpu_available", "is_npu_available")),
+    *(Name(n, ("trl",), (">=0.7",), f"impl:{_U}.{n}") for n in (
+        "is_diffusers_available", "is_liger_kernel_available", "is_llmblender_available", "is_llm_blender_available",
+        "is_deepspeed_available")),
     # the old releases' own trl.commands.cli_utils lacks the spellings of the other releases
     Name("ScriptArguments", (_CLI,), ("<0.12",), f"impl:{_U}.ScriptArguments"),
     Name("SFTScriptArguments", (_CMD, _CLI), ("<0.9",), f"impl:{_U}.SFTScriptArguments"),

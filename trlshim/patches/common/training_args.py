@@ -426,7 +426,9 @@ class _CliSpelling(argparse.Action):
         name, accepted = option_string.lstrip("-").replace("-", "_"), self.default_accepted
         context = {k: v for k, v in vars(namespace).items() if not k.startswith("_trlshim_cli_")}
         try:
-            moved = _translate({name: _cli_value(values)}, f"--{name}", accepted, context)
+            # "no" is a value of the *_strategy fields (--evaluation_strategy no), not a boolean
+            value = values if name.endswith("_strategy") else _cli_value(values)
+            moved = _translate({name: value}, f"--{name}", accepted, context)
         except TypeError as exc:
             parser.error(str(exc))
         for k, v in moved.items():

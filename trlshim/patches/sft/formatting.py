@@ -110,16 +110,40 @@ def returns_string_lists(func):
     """A batched formatting function (TRL 0.15-0.16 call it batched) whose results are checked."""
 
     def formatting_func(batch):
-        out = func(batch)
-        if not all(isinstance(v, list) for v in batch.values()):
-            return out  # TRL's own shape probe on one example: its answer, unchanged
-        n = len(next(iter(batch.values()), []))
-        if _strings(out, n):
+        if type(batch) is not dict:  # datasets' map hands a LazyBatch: a real batch
+            return _batch_result(batch, func(batch))
+        # A plain dict: TRL's own shape probe on one example (next(iter(dataset))), or an IterableDataset's
+        # batch. One example's columns can be lists too (a "messages" conversation), so it may look like a
+        # batch, and the function can fail on it: a batch of one then gives TRL its (batched) answer.
+        try:
+            out = func(batch)
+        except Exception:
+            one = _try(func, {k: [v] for k, v in batch.items()})
+            if _strings(one, 1):
+                return one
+            raise
+        lists = all(isinstance(v, list) for v in batch.values())
+        if lists and _strings(out, len(next(iter(batch.values()), []))):
             return out
-        raise TypeError(f"formatting_func must return one string per example; for a batch of {n} it returned "
-                        f"{_returned(out)}")
+        one = _try(func, {k: [v] for k, v in batch.items()})
+        return one if _strings(one, 1) else (_batch_result(batch, out) if lists else out)
 
     return formatting_func
+
+
+def _try(func, arg):
+    try:
+        return func(arg)
+    except Exception:
+        return None
+
+
+def _batch_result(batch, out):
+    n = len(next(iter(batch.values()), []))
+    if _strings(out, n):
+        return out
+    raise TypeError(f"formatting_func must return one string per example; for a batch of {n} it returned "
+                    f"{_returned(out)}")
 
 
 def _checked(out, rows):
