@@ -57,6 +57,7 @@ def doctor(_args=None) -> int:
         print(f"{pl.trainer}.__init__ pipeline ({pl.name}), in order:")
         for name, spec, reason, chosen in pl.describe(trl):
             print(f"  [{'on' if chosen else 'off':>3}] {name} (TRL {spec}): {reason}")
+    _print_auto_padding_free()
     if getattr(_args, "written_for", None):
         _print_written_for(_args.written_for)
     real_skips = hooks.skipped(optional=False)
@@ -65,6 +66,19 @@ def doctor(_args=None) -> int:
         for name, why in real_skips.items():
             print(f"  - {name}: {why}")
     return 1 if problems else 0  # a known-bad pair fails CI scripts that run `trlshim doctor`
+
+
+def _print_auto_padding_free() -> None:
+    """The inputs of the automatic padding-free decision known before any trainer exists."""
+    from .patches.sft import packing, varlen
+
+    print("auto padding-free (SFT; when neither packing nor padding_free is asked for):")
+    missing = varlen.environment_reason()
+    print(f"  variable-length attention ({varlen.NAME}, torch's flash kernel): "
+          f"{'available' if missing is None else 'unavailable: ' + missing}")
+    print(f"  flash attention models: on through their own kernel; padding waste threshold: {packing.MIN_WASTE:.0%} "
+          "of a batch (sampled from the dataset when the trainer is built)")
+    print(f"  never for model types: {', '.join(sorted(packing.BLOCKED_MODEL_TYPES))}")
 
 
 def _print_written_for(value) -> None:

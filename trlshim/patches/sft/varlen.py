@@ -45,22 +45,13 @@ def registries():
 def unusable_reason(model) -> str | None:
     """Why the varlen path cannot serve this model here (None: it can). Decided before training, from
     what is installed and the model's config - never by trying and catching an error."""
-    import torch
-
-    if kernel() is None:
-        return f"torch {torch.__version__} has no variable-length attention kernel (torch.nn.attention.varlen)"
-    if registries() is None:
-        return "this transformers has no AttentionInterface/AttentionMaskInterface to register one"
     try:
         device = next(model.parameters()).device
     except (StopIteration, AttributeError, TypeError):
         return "the model has no parameters to place"
-    if device.type != "cuda":
-        return f"the model is on {device.type} (the variable-length kernel is CUDA's)"
-    if not {"is_causal", "window_size"} & _params(kernel()):
-        return "this torch's variable-length kernel has no causal mode"
-    if torch.cuda.get_device_capability(device) < MIN_CAPABILITY:
-        return f"GPU capability {torch.cuda.get_device_capability(device)} < {MIN_CAPABILITY} (no FlashAttention-2)"
+    missing = environment_reason(device)
+    if missing is not None:
+        return missing
     config = getattr(model, "config", None)
     if getattr(config, "attention_dropout", 0.0):
         return f"attention_dropout={config.attention_dropout} (the kernel has no dropout)"
@@ -69,6 +60,28 @@ def unusable_reason(model) -> str | None:
     for name in ("attn_logit_softcapping", "attention_logit_softcapping"):
         if getattr(config, name, None):
             return f"{name}={getattr(config, name)}"
+    return None
+
+
+def environment_reason(device=None) -> str | None:
+    """Why this torch/transformers/device has no usable variable-length kernel (None: it has one).
+    ``device``: the model's; None asks about the first CUDA device (``trlshim doctor``)."""
+    import torch
+
+    if kernel() is None:
+        return f"torch {torch.__version__} has no variable-length attention kernel (torch.nn.attention.varlen)"
+    if not {"is_causal", "window_size"} & _params(kernel()):
+        return "this torch's variable-length kernel has no causal mode"
+    if registries() is None:
+        return "this transformers has no AttentionInterface/AttentionMaskInterface to register one"
+    if device is None:
+        if not torch.cuda.is_available():
+            return "no CUDA device (the variable-length kernel is CUDA's)"
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type != "cuda":
+        return f"the model is on {device.type} (the variable-length kernel is CUDA's)"
+    if torch.cuda.get_device_capability(device) < MIN_CAPABILITY:
+        return f"GPU capability {torch.cuda.get_device_capability(device)} < {MIN_CAPABILITY} (no FlashAttention-2)"
     return None
 
 
