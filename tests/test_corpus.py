@@ -156,12 +156,9 @@ def _assert_packed(rec, tok, texts, max_len, sep):
     return rows
 
 
-def test_notebook_packing_v07(corpus_env, tmp_path, monkeypatch, request):
-    """TRL 0.7/0.8 meaning: packed rows of at most 32 tokens, documents separated by EOS, loss everywhere."""
-    request.applymarker(pytest.mark.xfail(
-        _trl() in SpecifierSet("==0.15.*"), strict=True, raises=AssertionError,
-        reason="trlshim defect (README: 'Follows the installed release'): TRL 0.15 packs documents without EOS "
-               "between them, every other release separates them, and trlshim does not restore the EOS"))
+def test_notebook_packing_v07(corpus_env, tmp_path, monkeypatch):
+    """TRL 0.7/0.8 meaning: packed rows of at most 32 tokens, documents separated by EOS, loss everywhere
+    (on TRL 0.15, whose packing puts nothing between documents, through trlshim's sft.packing.eos_between)."""
     env, tok = corpus_env, corpus_env["tok"]
     rec, _ = run_script("notebook_packing_v07.py", env, tmp_path, monkeypatch)
     texts = [r["text"] for r in _rows(env["data"], "train.jsonl")]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import helpers
 import pytest
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from trlshim import report
@@ -147,3 +148,22 @@ def test_auto_padding_free_not_with_user_collator(tmp_path):
                              data_collator=collator, dataset_text_field="text")
     assert not _padding_free_calls(rec)
     assert any("auto padding-free off" in m for m in report.applied())
+
+
+@pytest.mark.skipif(TRL not in SpecifierSet("==0.15.*"), reason="TRL 0.15 only: its packing puts nothing between examples")
+@pytest.mark.parametrize("written_for", [None, "0.15"])
+def test_packed_examples_are_separated_by_eos_on_0_15(tmp_path, monkeypatch, written_for):
+    """Every other release separates packed examples with EOS; 0.15 did not. Restored unless the script says
+    it was written for 0.15."""
+    if written_for:
+        monkeypatch.setenv("TRLSHIM_WRITTEN_FOR", written_for)
+    tok = helpers.make_tokenizer()
+    ds = helpers.text_dataset(12)
+    rec, _ = helpers.run_sft(tmp_path, ds, tokenizer=tok, packing=True, max_length=32, steps=1)
+    stream = [t for row in rec.rows() for t in row]
+    eos = stream.count(tok.eos_token_id)
+    if written_for:
+        assert eos == 0
+    else:
+        assert eos >= 8  # one after each example of the rows fed (4 rows of 32 tokens hold well over 8 examples)
+        assert any("separated by EOS" in m for m in report.applied())

@@ -37,6 +37,8 @@ STEPS = (
          "fed as they are (0.19 re-cuts them; 0.20 deleted the class)", legacy_datasets.constant_length_dataset),
     step("sft.dataset_kwargs", ">=0.15", "dataset_kwargs add_special_tokens/append_concat_token with their TRL <= 0.14 "
          "meaning (TRL >= 0.15 ignores them); unknown keys are an error", legacy_datasets.dataset_kwargs),
+    step("sft.packing.eos_between", ">=0.15,<0.16", "packed plain-text examples separated by EOS as in every other "
+         "release (0.15's packing concatenates them with nothing between)", legacy_datasets.packing_separator),
     step("sft.dataset_checks", ">=0.7", "an empty dataset, or one without the text column, is a clear error naming "
          "its columns", dataset_checks.check),
     step("sft.loss_masks", "<0.19", "completion_only_loss (TRL 0.17) and assistant_only_loss (TRL 0.19) on releases "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ... import report
 from ...translate import installed_label
+from ..common import written_for
 from ..common.legacy_cld import is_constant_length_dataset
 
 HONOURED = ("add_special_tokens", "append_concat_token")
@@ -58,6 +59,22 @@ def dataset_kwargs(call) -> None:
         raise TypeError(f"dataset_kwargs {sorted(legacy)} with formatting_func (or without a tokenizer) cannot be "
                         f"honoured on {installed_label()}, which ignores these keys: tokenize the texts yourself "
                         f"(an input_ids column) and drop the keys")
+    def missing(which, cols):
+        raise TypeError(f"dataset_kwargs {sorted(legacy)}: {which} has no {field!r} column ({cols}); "
+                        f"{installed_label()} ignores these keys, so trlshim must tokenize that column")
+
+    _tokenize_text(call, tok, field, add_special, concat, missing)
+    report.translated(
+        "dataset_kwargs.legacy",
+        f"trlshim: dataset_kwargs {legacy} honoured by tokenizing the {field!r} column as TRL <= 0.14 did "
+        f"({installed_label()} ignores these keys)",
+    )
+    call.set("dataset_kwargs", {k: v for k, v in value.items() if k not in HONOURED} or None)
+
+
+def _tokenize_text(call, tok, field, add_special, concat, without_field) -> None:
+    """Train/eval datasets' ``field`` column tokenized here (``input_ids``; EOS after each example when ``concat``);
+    pre-tokenized datasets are left alone; ``without_field(which, columns)`` handles one without the column."""
     for which in ("train_dataset", "eval_dataset"):
         data = call.kwargs.get(which)
         if data is None:
@@ -67,11 +84,12 @@ def dataset_kwargs(call) -> None:
         for name, ds in datasets.items():
             cols = getattr(ds, "column_names", None) or []
             if "input_ids" in cols:
-                out[name] = ds  # pre-tokenized: the keys never applied to it
+                out[name] = ds  # pre-tokenized: nothing to add
                 continue
             if field not in cols:
-                raise TypeError(f"dataset_kwargs {sorted(legacy)}: {which} has no {field!r} column ({cols}); "
-                                f"{installed_label()} ignores these keys, so trlshim must tokenize that column")
+                without_field(which, cols)
+                out[name] = ds
+                continue
 
             def encode(batch, _field=field, eos=tok.eos_token_id):
                 ids = tok(batch[_field], add_special_tokens=add_special)["input_ids"]
@@ -80,12 +98,29 @@ def dataset_kwargs(call) -> None:
 
             out[name] = ds.map(encode, batched=True, remove_columns=cols)
         call.kwargs[which] = out if isinstance(data, dict) else out[None]
-    report.translated(
-        "dataset_kwargs.legacy",
-        f"trlshim: dataset_kwargs {legacy} honoured by tokenizing the {field!r} column as TRL <= 0.14 did "
-        f"({installed_label()} ignores these keys)",
-    )
-    call.set("dataset_kwargs", {k: v for k, v in value.items() if k not in HONOURED} or None)
+
+
+def packing_separator(call) -> None:
+    """Step (TRL 0.15): packed examples separated by EOS. 0.15's ``pack_examples`` concatenates the tokenized
+    texts with nothing between them; every other release separates them (<= 0.14: ConstantLengthDataset's
+    ``append_concat_token=True``; >= 0.16: EOS appended to each example). Plain-text data only: chat templates
+    end turns themselves, and a ``formatting_func`` is left to the release (logged). Not for scripts declared
+    ``written_for`` 0.15."""
+    if not call.get("packing") or (written_for.release() or "").startswith("0.15"):
+        return
+    tok = _tokenizer(call)
+    if tok is None or tok.eos_token_id is None:
+        return
+    if call.kwargs.get("formatting_func") is not None:
+        report.decided("packing.eos_between", f"trlshim: packed examples from a formatting_func are concatenated "
+                       f"without EOS between them, as {installed_label()} does (return texts ending in EOS to "
+                       "separate them as other releases do)")
+        return
+    before = {w: call.kwargs.get(w) for w in ("train_dataset", "eval_dataset")}
+    _tokenize_text(call, tok, call.get("dataset_text_field") or "text", True, True, lambda which, cols: None)
+    if any(call.kwargs.get(w) is not v for w, v in before.items()):
+        report.translated("packing.eos_between", f"trlshim: packed examples separated by EOS as in every other "
+                          f"release ({installed_label()}'s packing concatenates them with nothing between)")
 
 
 def _rows(data):
