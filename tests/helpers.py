@@ -14,6 +14,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
+from corpus._support import Recorder, fed_examples  # noqa: F401 - trlshim-free: migrated scripts use them too
+
 from trlshim.tiny import CHAT_TEMPLATE, sentences, tokenizer_json
 from trlshim.tiny import make_model as _make_model
 from trlshim.tiny import make_tokenizer as _make_tokenizer
@@ -69,49 +71,6 @@ def training_kwargs(output_dir, **overrides) -> dict:
     return kw
 
 
-class Recorder:
-    """Records the inputs of every forward call of a model (a forward pre-hook)."""
-
-    KEYS = ("input_ids", "labels", "attention_mask", "position_ids")
-
-    def __init__(self, model):
-        self.calls = []
-        self.handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module, args, kwargs):
-        if not module.training:
-            return None
-        rec = {}
-        if args:
-            kwargs = dict(kwargs, input_ids=args[0])
-        for key in self.KEYS:
-            value = kwargs.get(key)
-            if value is not None:
-                rec[key] = value.detach().cpu().clone()
-        self.calls.append(rec)
-        return None
-
-    def remove(self):
-        self.handle.remove()
-
-    @property
-    def first(self):
-        return self.calls[0]
-
-    def rows(self, key="input_ids"):
-        """Every training row seen, as lists with padding (per attention mask) removed."""
-        out = []
-        for call in self.calls:
-            ids = call[key]
-            mask = call.get("attention_mask")
-            for i in range(ids.shape[0]):
-                row = ids[i]
-                if mask is not None:
-                    row = row[mask[i].bool()]
-                out.append(row.tolist())
-        return out
-
-
 # --- training-semantics helpers (issue 3) ---------------------------------------------------
 
 def run_sft(tmp_path, dataset, tokenizer=None, model=None, steps=1, data_collator=None, formatting_func=None,
@@ -138,29 +97,6 @@ def run_sft(tmp_path, dataset, tokenizer=None, model=None, steps=1, data_collato
         trainer.train()
     rec.remove()
     return rec, trainer
-
-
-def fed_examples(rec, key="labels"):
-    """Each example the model was fed, as (input_ids, values of ``key``): padding removed by the
-    attention mask, and rows split where position_ids restart (packed / padding-free rows)."""
-    out = []
-    for call in rec.calls:
-        ids, vals = call["input_ids"], call.get(key)
-        pos, mask = call.get("position_ids"), call.get("attention_mask")
-        for i in range(ids.shape[0]):
-            keep = mask[i].bool() if mask is not None else slice(None)
-            row_ids = ids[i][keep].tolist()
-            row_vals = None if vals is None else vals[i][keep].tolist()
-            if pos is None:
-                out.append((row_ids, row_vals))
-                continue
-            row_pos = pos[min(i, pos.shape[0] - 1)][keep].tolist()
-            starts = [j for j, p in enumerate(row_pos) if p == 0] + [len(row_ids)]
-            if starts[0] != 0:
-                starts = [0] + starts
-            for a, b in zip(starts, starts[1:]):
-                out.append((row_ids[a:b], None if row_vals is None else row_vals[a:b]))
-    return out
 
 
 def chat_rows(n=8, seed=3, key="messages", sharegpt=False):

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import runpy
-import sys
 
 import helpers
 import pytest
+from corpus import _support
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+CORPUS = _support.CORPUS
 
 
 def _trl() -> Version:
@@ -44,24 +42,7 @@ def follows(what: str) -> bool:
 
 @pytest.fixture(scope="module")
 def corpus_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    model_dir, data_dir = root / "model", root / "data"
-    tok = helpers.make_tokenizer(helpers.PLAIN_CHAT_TEMPLATE)  # {% generation %} needs transformers >= 4.42
-    helpers.make_model(vocab_size=len(tok)).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    data_dir.mkdir()
-    rng = random.Random(7)
-    _jsonl(data_dir / "train.jsonl", [{"text": t, "content": t} for t in helpers.texts(8, seed=5, n_min=4, n_max=12)])
-    _jsonl(data_dir / "chat.jsonl", [{"messages": [{"role": "user", "content": helpers.sentence(rng, 2, 5)},
-                                                   {"role": "assistant", "content": helpers.sentence(rng, 2, 5)}]}
-                                     for _ in range(4)])
-    _jsonl(data_dir / "prompt_completion.jsonl", helpers.prompt_completion_rows(4, seed=8))
-    return {"model": str(model_dir), "data": str(data_dir), "tok": tok}
-
-
-def _jsonl(path, rows):
-    with open(path, "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    return _support.make_env(tmp_path_factory.mktemp("corpus"))
 
 
 def _rows(data_dir, name):
@@ -71,25 +52,9 @@ def _rows(data_dir, name):
 
 def run_script(name, env, tmp_path, monkeypatch, argv=()):
     """Run ``tests/corpus/<name>`` as ``__main__``; returns the Recorder of the trained model's inputs."""
-    import transformers
-
-    recorders = []
-    original = transformers.Trainer.train
-
-    def train(self, *args, **kwargs):
-        recorders.append(helpers.Recorder(self.model))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(transformers.Trainer, "train", train)
-    monkeypatch.setenv("CORPUS_MODEL", env["model"])
-    monkeypatch.setenv("CORPUS_DATA", env["data"])
-    monkeypatch.setenv("CORPUS_OUT", str(tmp_path / "out"))
-    monkeypatch.setattr(sys, "argv", [name, *argv])
-    script_globals = runpy.run_path(os.path.join(CORPUS, name), run_name="__main__")
-    assert len(recorders) == 1, "the script trained once"
-    recorders[0].remove()
-    assert len(recorders[0].calls) == 2, "two optimizer steps, one forward each"
-    return recorders[0], script_globals
+    for key, value in _support.environ(env, str(tmp_path / "out")).items():
+        monkeypatch.setenv(key, value)
+    return _support.run(os.path.join(CORPUS, name), argv)
 
 
 def _ids(tok, text):
@@ -126,11 +91,7 @@ def _assert_full_loss(examples):
 def test_cli_sft_v08(corpus_env, tmp_path, monkeypatch):
     """TRL 0.8 meaning: the ``content`` column, truncated to 8 tokens, no packing, loss on every token."""
     env, tok = corpus_env, corpus_env["tok"]
-    argv = ["--model_name_or_path", env["model"], "--dataset_name", env["data"], "--dataset_text_field", "content",
-            "--max_seq_length", "8", "--output_dir", str(tmp_path / "out"), "--max_steps", "2",
-            "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--logging_steps", "1",
-            "--save_strategy", "no", "--evaluation_strategy", "no", "--report_to", "none", "--use_cpu", "True",
-            "--seed", "0", "--torch_dtype", "float32", "--trust_remote_code", "False"]
+    argv = _support.argv("cli_sft_v08.py", env, str(tmp_path / "out"))
     rec, g = run_script("cli_sft_v08.py", env, tmp_path, monkeypatch, argv)
     assert g["model_kwargs"]["trust_remote_code"] is False  # ModelConfig lost the field after TRL 1.5
     texts = [r["content"] for r in _rows(env["data"], "train.jsonl")]

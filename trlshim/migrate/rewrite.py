@@ -18,6 +18,7 @@ from libcst.metadata import PositionProvider
 from ..patches.common import moved_trainers, removed_names
 from ..patches.common.model_init_kwargs import read_spelling
 from ..patches.dpo.options import ADVICE, DPO_OPTIONS, DROPPED_AT, EMULATED, RENAMED
+from ..patches.sft.legacy_datasets import HONOURED
 from ..translate import NO_OPS, SFT_OPTIONS, rename, spellings
 from .target import Target
 
@@ -224,6 +225,10 @@ class Migrator(cst.CSTTransformer):
             kind, _, what = row.provider.partition(":")
             if kind == "alias":
                 home, _, attr = what.rpartition(".")
+                if self.t.provided(home, attr):  # the new home has it only through trlshim (SftScriptArguments)
+                    self._note(node, f"{self.t.label} has no {module}.{name} nor {home}.{attr} (trlshim provides "
+                                     "its own implementation): keep `import trlshim`, or replace it")
+                    return None
                 return home, attr
             if kind == "removed":
                 self._note(node, what)
@@ -231,6 +236,9 @@ class Migrator(cst.CSTTransformer):
                 self._note(node, f"{self.t.label} has no {module}.{name} (trlshim provides its own "
                                  "implementation): keep `import trlshim`, or replace it")
             return None
+        if module.split(".")[0] == "trl" and self.t.provided(module, name):  # e.g. DataCollatorForCompletionOnlyLM
+            self._note(node, f"{self.t.label} has no {module}.{name} (trlshim provides its own implementation): "
+                             "keep `import trlshim`, or replace it")
         return None
 
     # --- calls -------------------------------------------------------------------------------------------
@@ -285,9 +293,14 @@ class Migrator(cst.CSTTransformer):
         name = arg.keyword.value
         if name in DICT_OPTIONS:
             return self._dict_keys(node, arg, f"{cls_name}.{name}")
+        if trainer == "sft" and name == "dataset_kwargs" and self._legacy_dataset_kwargs(arg):
+            self._note(node, f"{cls_name}(dataset_kwargs=) keys {list(HONOURED)} are ignored by {self.t.label}; "
+                             "only trlshim applies them (keep `import trlshim`, or tokenize the texts yourself)")
+            return arg
         fields = self.t.config_fields(cls_name)
         options = SFT_OPTIONS + tuple(NO_OPS) if trainer == "sft" else DPO_OPTIONS
-        if name not in options and name not in fields and len(spellings(name)) == 1:
+        if name not in options and name not in fields and len(spellings(name)) == 1 and \
+                name not in self.t.known_config_fields(cls_name):
             return arg  # a TrainingArguments field (or one the tables do not follow)
         target = rename(name, fields)
         if target is None and name in RENAMED and trainer == "dpo":
@@ -302,10 +315,21 @@ class Migrator(cst.CSTTransformer):
         if trainer == "dpo" and (name in EMULATED or RENAMED.get(name) in EMULATED):
             self._note(node, f"{cls_name}({name}=) was removed in {self.t.label}; only trlshim applies it "
                              "(keep `import trlshim`, or truncate the dataset yourself)")
+        elif name in self.t.known_config_fields(cls_name) and name not in ADVICE:
+            self._note(node, f"{cls_name}({name}=) is a field of other releases, not of {self.t.label}; only trlshim "
+                             "applies it (keep `import trlshim`, or remove it knowing the training differs)")
         else:
             advice = ADVICE.get(name, "remove it, or keep `import trlshim`")
             self._note(node, f"{cls_name}({name}=) has no place in {self.t.label}: {advice}")
         return arg
+
+    def _legacy_dataset_kwargs(self, arg: cst.Arg) -> bool:
+        """``dataset_kwargs`` with a key the target ignores and trlshim honours (``sft.dataset_kwargs``); a value
+        the codemod cannot read counts as having one."""
+        if not self.t.step("sft.dataset_kwargs"):
+            return False
+        value = _literal(arg.value)
+        return not isinstance(value, dict) or any(k in value for k in HONOURED)
 
     def _trainer(self, original, updated, kind: str):
         trainer, cls_name, options = TRAINERS[kind]

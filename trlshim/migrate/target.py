@@ -5,8 +5,9 @@ installed, so it reads the same facts from the tables instead: config fields per
 (``data/release_defaults.json``, generated from the matrix), where trlshim provides a config class
 TRL lacks (the ``*_config.legacy`` registry rows), trainer keyword spellings
 (``translate.TRAINER_SPELLING_SINCE``), the trainers' facts tables (default output dirs, DPO truncation),
-moved trainers (``moved_trainers.TABLE``), moved/removed names (``removed_names.NAMES``) and dict keys
-(``model_init_kwargs.KEY_RENAMES``). No table of its own.
+moved trainers (``moved_trainers.TABLE``), moved/removed names (``removed_names.NAMES``), names trlshim
+injects (the registry's INJECT rows), where an SFT pipeline step changes the meaning (``patches.sft.STEPS``)
+and dict keys (``model_init_kwargs.KEY_RENAMES``). No table of its own.
 """
 from __future__ import annotations
 
@@ -51,6 +52,25 @@ class Target:
 
         fields = table()["classes"].get(cls_name, {})
         return frozenset(n for n, points in fields.items() if value_at(points, str(self.version)) != ABSENT)
+
+    def known_config_fields(self, cls_name: str) -> frozenset:
+        """The TRL-specific fields ``cls_name`` has in any release of the table."""
+        from ..patches.common.written_for import table
+
+        return frozenset(table()["classes"].get(cls_name, {}))
+
+    def provided(self, module: str, name: str) -> bool:
+        """True where the target lacks ``module.name`` and trlshim injects its own (an INJECT row applies)."""
+        from ..registry import INJECT
+
+        return any(p.kind == INJECT and p.module == module and p.attribute == name and p.applies_to(self.version)
+                   for p in self._rows.values())
+
+    def step(self, name: str) -> bool:
+        """True where the SFT pipeline step ``name`` runs on the target (trlshim changes the meaning there)."""
+        from ..patches.sft import STEPS
+
+        return any(s.name == name and self.contains(str(s.versions)) for s in STEPS)
 
     def trainer_spelling(self, name: str) -> str:
         """The keyword the target's trainers take for ``tokenizer``/``processing_class``."""
