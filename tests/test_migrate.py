@@ -118,6 +118,28 @@ def test_what_cannot_be_followed_gets_a_comment_and_stays():
     assert notes and "max_prompt_length" in notes[0].text and "TrainingArguments(output_dir='o'), max_length=8" in new
 
 
+def test_what_only_trlshim_provides_or_applies_gets_a_comment():
+    """Names trlshim injects, dataset_kwargs keys the target ignores, config fields of other releases: a script
+    that would run without trlshim but train differently (or not import) is never written silently."""
+    src = "from trl import DataCollatorForCompletionOnlyLM, SFTTrainer\n"
+    new, notes = _mig(src)  # TRL 0.20 deleted it; trlshim injects 0.19's
+    assert len(notes) == 1 and "DataCollatorForCompletionOnlyLM" in notes[0].text and new.endswith(src)
+    assert _mig(src, T0122) == (src, [])
+    src = "from trl.commands.cli_utils import SftScriptArguments, TrlParser\n"
+    new, notes = _mig(src)  # its alias trl.SftScriptArguments is trlshim's own on 1.16: the import stays
+    assert len(notes) == 1 and "SftScriptArguments" in notes[0].text and "from trl import TrlParser\n" in new
+    src = ('from trl import SFTConfig\nc = SFTConfig(output_dir="o", packing=True, '
+           'dataset_kwargs={"append_concat_token": False})\n')
+    new, notes = _mig(src)  # TRL >= 0.15 ignores the key (no EOS between packed texts only through trlshim)
+    assert len(notes) == 1 and "append_concat_token" in notes[0].text
+    assert _mig(src, T0122) == (src, [])  # 0.12 reads it itself
+    assert not _mig(src.replace("append_concat_token", "skip_prepare_dataset"))[1]
+    src = 'from trl import SFTConfig\nc = SFTConfig(output_dir="o", completion_only_loss=True)\n'
+    new, notes = _mig(src, T0122)  # a field TRL 0.17 added: on 0.12 only trlshim applies it
+    assert len(notes) == 1 and "completion_only_loss" in notes[0].text and "completion_only_loss=True" in new
+    assert _mig(src) == (src, [])
+
+
 def _tree(tmp_path):
     (tmp_path / "a.py").write_text(SFT_08)
     (tmp_path / "bad.py").write_text("def broken(:\n")
