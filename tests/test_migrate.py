@@ -21,6 +21,7 @@ from trlshim.migrate.target import Target, resolve
 from trlshim.versions import trl_version
 
 libcst = pytest.importorskip("libcst")
+from packaging.specifiers import SpecifierSet  # noqa: E402
 from packaging.version import Version  # noqa: E402
 
 T116, T0122, T086 = (resolve(v) for v in ("1.16", "0.12", "0.8"))
@@ -138,6 +139,9 @@ def test_what_only_trlshim_provides_or_applies_gets_a_comment():
     new, notes = _mig(src, T0122)  # a field TRL 0.17 added: on 0.12 only trlshim applies it
     assert len(notes) == 1 and "completion_only_loss" in notes[0].text and "completion_only_loss=True" in new
     assert _mig(src) == (src, [])
+    new, notes = _mig(SFT_08, resolve("0.15"))  # 0.15's packing puts no EOS between texts (sft.packing.eos_between)
+    assert len(notes) == 1 and "packing=" in notes[0].text
+    assert not _mig(SFT_08.replace("packing=True", "packing=False"), resolve("0.15"))[1]
 
 
 def _tree(tmp_path):
@@ -273,6 +277,9 @@ def test_round_trip_migrated_script_trains_on_the_same_tokens_without_trlshim(tm
     legacy = tmp_path / "legacy.py"
     legacy.write_text(script)
     migrated_src, notes = migrate.migrate_source(script, INSTALLED)
+    if kind == "sft" and INSTALLED.version in SpecifierSet(">=0.15,<0.16"):  # only trlshim puts EOS between texts
+        assert len(notes) == 1 and "packing=" in notes[0].text and f"# trlshim: {notes[0].text}" in migrated_src
+        return
     assert not notes
     if INSTALLED.version >= Version("0.13"):  # the trainer keywords are gone there: the script must change
         assert migrated_src != script and "tokenizer=" not in migrated_src
@@ -317,7 +324,6 @@ def test_round_trip_fixture_really_needs_the_shim_where_the_api_changed(tmp_path
 # --- round trip of the real-world-style corpus (tests/corpus) ----------------------------------------------
 
 from corpus import _support  # noqa: E402
-from packaging.specifiers import SpecifierSet  # noqa: E402
 
 # Per corpus script: the releases on which the codemod MUST produce a script that runs without trlshim (a
 # refusal there fails the test), and the constructs a refusal elsewhere may name (a note naming anything else

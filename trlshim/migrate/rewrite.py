@@ -297,6 +297,10 @@ class Migrator(cst.CSTTransformer):
             self._note(node, f"{cls_name}(dataset_kwargs=) keys {list(HONOURED)} are ignored by {self.t.label}; "
                              "only trlshim applies them (keep `import trlshim`, or tokenize the texts yourself)")
             return arg
+        if trainer == "sft" and name == "packing" and _literal(arg.value) is not False and \
+                self.t.step("sft.packing.eos_between"):
+            self._note(node, f"{cls_name}(packing=) on {self.t.label} packs plain texts with nothing between them; "
+                             "only trlshim separates them by EOS as every other release does (keep `import trlshim`)")
         fields = self.t.config_fields(cls_name)
         options = SFT_OPTIONS + tuple(NO_OPS) if trainer == "sft" else DPO_OPTIONS
         if name not in options and name not in fields and len(spellings(name)) == 1 and \
