@@ -139,6 +139,14 @@ def test_what_only_trlshim_provides_or_applies_gets_a_comment():
     new, notes = _mig(src, T0122)  # a field TRL 0.17 added: on 0.12 only trlshim applies it
     assert len(notes) == 1 and "completion_only_loss" in notes[0].text and "completion_only_loss=True" in new
     assert _mig(src) == (src, [])
+    fmt = ("from trl import SFTTrainer\n\n\ndef fmt(example):\n    out = []\n    for t in example['q']:\n"
+           "        out.append(t)\n    return out\n\n\nt = SFTTrainer(model=m, formatting_func=fmt)\n")
+    assert "formatting_func (a batched function)" in _mig(fmt)[1][0].text  # 1.16 calls it per example
+    assert not _mig(fmt, T0122)[1]  # 0.12 unpacked calls it batched
+    assert _mig(fmt.replace("formatting_func=fmt", "formatting_func=fmt, packing=True"), T0122)[1]  # packed: not
+    per_example = "from trl import SFTTrainer\nt = SFTTrainer(model=m, formatting_func=lambda ex: f\"{ex['q']}\")\n"
+    assert not _mig(per_example)[1] and _mig(per_example, T0122)[1]
+    assert _mig(per_example.replace("lambda ex: f\"{ex['q']}\"", "imported_fmt"))[1]  # unreadable: refused
     new, notes = _mig(SFT_08, resolve("0.15"))  # 0.15's packing puts no EOS between texts (sft.packing.eos_between)
     assert len(notes) == 1 and "packing=" in notes[0].text
     assert not _mig(SFT_08.replace("packing=True", "packing=False"), resolve("0.15"))[1]
@@ -335,8 +343,8 @@ CORPUS_ROUND_TRIP = {
     "notebook_packing_v07.py": ("<0.9", ("`training_args`",)),
     # no SFTConfig before 0.9; dataset_kwargs' append_concat_token ignored from 0.15
     "peft_example_v09.py": (">=0.9,<0.15", ("SFTConfig", "dataset_kwargs")),
-    # TRL 0.20 deleted DataCollatorForCompletionOnlyLM
-    "chat_formatting_v08.py": ("<0.20", ("DataCollatorForCompletionOnlyLM",)),
+    # a batched formatting_func (TRL >= 0.15 calls it per example); TRL 0.20 deleted DataCollatorForCompletionOnlyLM
+    "chat_formatting_v08.py": ("<0.15", ("formatting_func", "DataCollatorForCompletionOnlyLM")),
     # no SFTConfig before 0.9, no completion_only_loss before 0.17
     "completion_only_v1.py": (">=0.20", ("SFTConfig", "completion_only_loss")),
 }

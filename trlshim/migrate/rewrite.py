@@ -80,6 +80,45 @@ def _comma_fixed(args: list, original=()) -> list:
     return out
 
 
+def _returns(value, body) -> Optional[str]:
+    """'batched' for a list, 'example' for a string, else None (a name: what the function body assigns it)."""
+    if isinstance(value, (cst.List, cst.ListComp)):
+        return "batched"
+    if isinstance(value, (cst.SimpleString, cst.FormattedString, cst.ConcatenatedString)):
+        return "example"
+    if isinstance(value, cst.BinaryOperation) and isinstance(value.operator, cst.Add):
+        return _returns(value.left, body) or _returns(value.right, body)
+    if isinstance(value, cst.Name) and body is not None:
+        found = {_returns(a.value, None) for a in _all(body, cst.Assign)
+                 if any(isinstance(t.target, cst.Name) and t.target.value == value.value for t in a.targets)}
+        return found.pop() if len(found) == 1 else None
+    return None
+
+
+def _all(node, kind) -> list:
+    out = []
+
+    class _Collect(cst.CSTVisitor):
+        def on_visit(self, n):
+            if isinstance(n, kind):
+                out.append(n)
+            return True
+
+    node.visit(_Collect())
+    return out
+
+
+def _shape(func, functions: dict) -> Optional[str]:
+    """The shape of a ``formatting_func`` from its source, or None when it cannot be read."""
+    if isinstance(func, cst.Lambda):
+        return _returns(func.body, None)
+    if isinstance(func, cst.Name) and func.value in functions:
+        fdef = functions[func.value]
+        shapes = {_returns(r.value, fdef.body) for r in _all(fdef.body, cst.Return)}
+        return shapes.pop() if len(shapes) == 1 else None
+    return None
+
+
 class Migrator(cst.CSTTransformer):
     METADATA_DEPENDENCIES = (PositionProvider,)
 
@@ -91,8 +130,12 @@ class Migrator(cst.CSTTransformer):
         self.notes: list = []
         self._pending: list = [[]]  # per enclosing statement: the comments to put above it
         self._extra: list = [[]]  # per enclosing statement: import statements to put after it
+        self.functions = {}  # name -> FunctionDef (to tell a formatting_func's shape)
 
     # --- bookkeeping ------------------------------------------------------------------------------------
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.functions[node.name.value] = node
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
         if node.module is None or isinstance(node.names, cst.ImportStar):
@@ -327,6 +370,30 @@ class Migrator(cst.CSTTransformer):
             self._note(node, f"{cls_name}({name}=) has no place in {self.t.label}: {advice}")
         return arg
 
+    def _formatting(self, node, kw: dict) -> None:
+        """A ``formatting_func`` keeps its meaning without trlshim only where the target calls it in the shape it
+        has (read from its source: returns a list -> batched, a string -> per example): TRL < 0.15 calls it
+        batched unpacked, per example packed, and may ignore it next to ``dataset_text_field`` (trlshim applies
+        it itself there: ``sft.formatting.legacy``); TRL >= 0.15 calls it per example (batched only detected,
+        or as a fallback: trlshim adapts it). A shape it cannot read is refused."""
+        func = kw["formatting_func"].value
+        if isinstance(func, cst.Name) and func.value == "None":
+            return
+        shape = _shape(func, self.functions)
+        config = kw["args"].value if "args" in kw and isinstance(kw["args"].value, cst.Call) else None
+        options = {**(_kw(config) if config is not None else {}), **kw}
+        if self.t.step("sft.formatting.legacy"):
+            packing = _literal(options["packing"].value) if "packing" in options else False
+            wanted = {True: "example", False: "batched"}.get(packing) if isinstance(packing, bool) else None
+            ok = shape is not None and shape == wanted and "dataset_text_field" not in options
+        else:
+            ok = shape == "example"
+        if not ok:
+            what = {"batched": "a batched", "example": "a per-example"}.get(shape, "an unreadable")
+            self._note(node, f"formatting_func ({what} function) is called in another shape, or not at all, by "
+                             f"{self.t.label} here; only trlshim applies it as written (keep `import trlshim`, or "
+                             "format the dataset yourself)")
+
     def _legacy_dataset_kwargs(self, arg: cst.Arg) -> bool:
         """``dataset_kwargs`` with a key the target ignores and trlshim honours (``sft.dataset_kwargs``); a value
         the codemod cannot read counts as having one."""
@@ -340,6 +407,8 @@ class Migrator(cst.CSTTransformer):
         kw = _kw(updated)
         positional = _positional(updated)
         args_list = list(updated.args)
+        if trainer == "sft" and "formatting_func" in kw:
+            self._formatting(original, kw)
         # tokenizer= <-> processing_class=
         for name in ("tokenizer", "processing_class"):
             if name in kw:
