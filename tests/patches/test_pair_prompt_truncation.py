@@ -1,0 +1,132 @@
+"""ORPO/CPO ``max_prompt_length`` (removed in TRL 0.28): the model is fed what TRL <= 0.27 fed it
+(patches/common/pair_truncation.py). The expected rows are computed here from the tokenizer and the old rule, so
+the same assertion holds on releases that apply the option natively (<= 0.27) and where trlshim emulates it."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+
+import helpers
+import pytest
+
+from trlshim import report
+from trlshim.versions import trl_in
+
+MAX_LENGTH, LIMIT = 24, 8
+
+
+def _rows():
+    long_p = helpers.texts(2, seed=41, n_min=12, n_max=16)
+    short_p = helpers.texts(2, seed=42, n_min=8, n_max=10)
+    long_r = helpers.texts(4, seed=43, n_min=14, n_max=20)
+    short_r = helpers.texts(4, seed=44, n_min=3, n_max=5)
+    rows = [{"prompt": p, "chosen": " " + long_r[2 * i], "rejected": " " + long_r[2 * i + 1]}
+            for i, p in enumerate(long_p)]
+    rows += [{"prompt": p, "chosen": " " + short_r[2 * i], "rejected": " " + short_r[2 * i + 1]}
+             for i, p in enumerate(short_p)]
+    return rows
+
+
+def _expected(tokenizer, rows, keep_end=True):
+    """Every row the model should see, by TRL 0.8-0.27's rule: prompt = BOS + prompt tokens, responses end with
+    EOS; when prompt + the longer response exceed max_length the prompt keeps its last (keep_end) LIMIT tokens,
+    then, if still too long, the responses their first max_length - LIMIT tokens."""
+    out = []
+    for row in rows:
+        prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        responses = []
+        for key in ("chosen", "rejected"):
+            full = tokenizer(row["prompt"] + row[key], add_special_tokens=False)["input_ids"]
+            assert full[: len(prompt)] == prompt  # the tiny tokenizer does not merge across the boundary
+            responses.append(full[len(prompt):] + [tokenizer.eos_token_id])
+        p = [tokenizer.bos_token_id] + prompt
+        longer = max(len(r) for r in responses)
+        if len(p) + longer > MAX_LENGTH:
+            p = p[-LIMIT:] if keep_end else p[:LIMIT]
+        if len(p) + longer > MAX_LENGTH:
+            responses = [r[: MAX_LENGTH - LIMIT] for r in responses]
+        out += [p + r for r in responses]
+    return sorted(out)
+
+
+def _classes(name):
+    import trl
+
+    return getattr(trl, f"{name}Trainer"), getattr(trl, f"{name}Config")
+
+
+@pytest.mark.parametrize("name", ["ORPO", "CPO"])
+@pytest.mark.parametrize("keep_end", [True, False])
+def test_fed_prompt_is_cut_as_before_028(tmp_path, tokenizer, name, keep_end):
+    from datasets import Dataset
+
+    trainer_cls, config_cls = _classes(name)
+    rows = _rows()
+    kw = helpers.training_kwargs(tmp_path, per_device_train_batch_size=2, max_steps=2, remove_unused_columns=False)
+    fields = dict(max_length=MAX_LENGTH, max_prompt_length=LIMIT)
+    if not keep_end:
+        fields["truncation_mode"] = "keep_start"
+    cfg = config_cls(**kw, **fields)
+    model = helpers.make_model()
+    rec = helpers.Recorder(model)
+    trainer = trainer_cls(model=model, args=cfg, train_dataset=Dataset.from_list(rows), tokenizer=tokenizer)
+    trainer.train()
+    rec.remove()
+    fed = sorted(rec.rows())
+    expected = _expected(tokenizer, rows, keep_end)
+    assert fed == expected
+    assert (sum(r[0] != tokenizer.bos_token_id for r in fed) == 4) == keep_end  # two long prompts were cut
+    assert max(len(r) for r in fed) == MAX_LENGTH  # and their responses
+    if trl_in(">=0.28"):
+        assert any("max_prompt_length" in m and "as TRL <= 0.27 did" in m for m in report.applied())
+
+
+@pytest.mark.parametrize("name", ["ORPO", "CPO"])
+def test_trainer_kwarg_and_config_copies_keep_it(tmp_path, tokenizer, name):
+    """Given to the trainer (a TRL 0.8 habit) or carried through copies of the config, the option still applies."""
+    from datasets import Dataset
+
+    trainer_cls, config_cls = _classes(name)
+    kw = helpers.training_kwargs(tmp_path, per_device_train_batch_size=2, max_steps=1, remove_unused_columns=False)
+    cfg = config_cls(**kw, max_length=MAX_LENGTH, max_prompt_length=LIMIT)
+    for copied in (dataclasses.replace(cfg), copy.deepcopy(cfg), pickle.loads(pickle.dumps(cfg))):
+        assert _limit(copied) == LIMIT
+    rows = _rows()
+    trainer = trainer_cls(model=helpers.make_model(), args=config_cls(**kw, max_length=MAX_LENGTH),
+                          train_dataset=Dataset.from_list(rows), tokenizer=tokenizer, max_prompt_length=LIMIT)
+    tokenized = trainer.train_dataset
+    got = sorted(list(r) for r in list(tokenized["chosen_input_ids"]) + list(tokenized["rejected_input_ids"]))
+    assert got == _expected(tokenizer, rows)
+
+
+def _limit(cfg):
+    from trlshim.patches.common.preference import own_options
+
+    return getattr(cfg, "max_prompt_length", None) or own_options(cfg).get("max_prompt_length")
+
+
+def test_written_for_restores_the_old_prompt_limit(tmp_path, monkeypatch):
+    """written_for=0.20 on a release without the field: ORPOConfig's old default 512 is emulated, not dropped."""
+    import trlshim
+
+    _, config_cls = _classes("ORPO")
+    monkeypatch.setenv("TRLSHIM_WRITTEN_FOR", "0.20")
+    cfg = config_cls(output_dir=str(tmp_path), report_to="none")
+    assert _limit(cfg) == 512
+    assert trlshim  # patched by the plugin
+
+
+def test_kto_prompt_limit_reason_is_honest(tmp_path, monkeypatch):
+    """KTO on >= 0.27 cannot truncate prompts by trlshim: written_for says so, and the field is a TypeError."""
+    if not trl_in(">=0.27"):
+        pytest.skip("KTOConfig has max_prompt_length here")
+    from trl import KTOConfig
+
+    monkeypatch.setenv("TRLSHIM_WRITTEN_FOR", "0.20")
+    KTOConfig(output_dir=str(tmp_path), report_to="none")
+    assert any("KTOConfig.max_prompt_length default 512 not restored" in m and "removed it (TRL 0.27)" in m
+               for m in report.applied())
+    monkeypatch.delenv("TRLSHIM_WRITTEN_FOR")
+    with pytest.raises(TypeError, match=r"max_prompt_length.*removed in TRL 0\.27"):
+        KTOConfig(output_dir=str(tmp_path), max_prompt_length=8)
