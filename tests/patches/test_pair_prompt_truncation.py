@@ -117,16 +117,61 @@ def test_written_for_restores_the_old_prompt_limit(tmp_path, monkeypatch):
     assert trlshim  # patched by the plugin
 
 
+def _kto_expected(tokenizer, rows, keep_end=True):
+    """TRL 0.8-0.26 KTO: max_length less one for BOS and one for EOS still to add; when prompt + completion exceed
+    it, the prompt keeps its last (keep_end) LIMIT tokens, then the completion its first max_length - LIMIT."""
+    out = []
+    for row in rows:
+        p = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        a = tokenizer(row["prompt"] + row["completion"], add_special_tokens=False)["input_ids"][len(p):]
+        budget = MAX_LENGTH - 2
+        if len(p) + len(a) > budget:
+            p = p[-LIMIT:] if keep_end else p[:LIMIT]
+        if len(p) + len(a) > budget:
+            a = a[: budget - LIMIT]
+        out.append([tokenizer.bos_token_id] + p + a + [tokenizer.eos_token_id])
+    return sorted(out)
+
+
+@pytest.mark.parametrize("keep_end", [True, False])
+def test_kto_fed_prompt_is_cut_as_before_027(tmp_path, tokenizer, keep_end):
+    """KTO (removed in 0.27): the same rows fed on 0.26 (natively) and 0.27-1.7 (emulated); 1.8+ refuses."""
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    if not trl_in(">=0.11"):
+        pytest.skip("apo_zero_unpaired (no KL rows) arrived in 0.11")
+    prompts = helpers.texts(4, seed=51, n_min=10, n_max=16)
+    completions = helpers.texts(4, seed=52, n_min=3, n_max=20)
+    rows = [{"prompt": p, "completion": " " + c, "label": i % 2 == 0}
+            for i, (p, c) in enumerate(zip(prompts, completions))]
+    kw = helpers.training_kwargs(tmp_path, per_device_train_batch_size=2, max_steps=2, remove_unused_columns=False)
+    fields = dict(max_length=MAX_LENGTH, max_prompt_length=LIMIT, loss_type="apo_zero_unpaired")
+    if not keep_end:
+        fields["truncation_mode"] = "keep_start"
+    if trl_in(">=1.8"):
+        with pytest.raises(TypeError, match=r"max_prompt_length.*removed in TRL 0\.27.*trl<1\.8"):
+            KTOConfig(**kw, **fields)
+        return
+    model = helpers.make_model()
+    trainer = KTOTrainer(model=model, ref_model=helpers.make_model(), args=KTOConfig(**kw, **fields),
+                         train_dataset=Dataset.from_list(rows), tokenizer=tokenizer)
+    rec = helpers.Recorder(model)
+    trainer.train()
+    rec.remove()
+    expected = _kto_expected(tokenizer, rows, keep_end)
+    assert sorted(rec.rows()) == expected
+    assert max(len(r) for r in expected) == MAX_LENGTH and sum(len(r) < MAX_LENGTH for r in expected) >= 1
+    assert not hasattr(tokenizer, "_trlshim_kto_truncation")  # the user's tokenizer is untouched
+
+
 def test_kto_prompt_limit_reason_is_honest(tmp_path, monkeypatch):
-    """KTO on >= 0.27 cannot truncate prompts by trlshim: written_for says so, and the field is a TypeError."""
-    if not trl_in(">=0.27"):
-        pytest.skip("KTOConfig has max_prompt_length here")
+    """KTO on >= 1.8 cannot truncate prompts by trlshim: written_for says so, and the field is a TypeError."""
+    if not trl_in(">=1.8"):
+        pytest.skip("KTOConfig has max_prompt_length here, or trlshim emulates it")
     from trl import KTOConfig
 
     monkeypatch.setenv("TRLSHIM_WRITTEN_FOR", "0.20")
     KTOConfig(output_dir=str(tmp_path), report_to="none")
-    assert any("KTOConfig.max_prompt_length default 512 not restored" in m and "removed it (TRL 0.27)" in m
+    assert any("KTOConfig.max_prompt_length default 512 not restored" in m and "does not emulate" in m
                for m in report.applied())
-    monkeypatch.delenv("TRLSHIM_WRITTEN_FOR")
-    with pytest.raises(TypeError, match=r"max_prompt_length.*removed in TRL 0\.27"):
-        KTOConfig(output_dir=str(tmp_path), max_prompt_length=8)

@@ -25,7 +25,14 @@ from packaging.version import Version
 from ... import report
 from ...pipeline import Pipeline, parameters, register
 from ...registry import FIELDS, FieldSpec, row
-from ...translate import check_spelling_conflicts, closest, installed_label, rename, same_value
+from ...translate import (
+    check_spelling_conflicts,
+    closest,
+    injected_fields,
+    installed_label,
+    rename,
+    same_value,
+)
 from ...versions import release, trl_version
 from . import written_for
 from .config_classes import bf16_default, carried_options, carry_option, without_unset_carried
@@ -78,12 +85,13 @@ def to_config(args, config_cls, trainer: str):
     return config_cls(**values)
 
 
-def arguments(trainer: str, emulated: tuple = ()) -> Callable:
-    """The argument step of ``trainer`` (see module docstring). ``emulated``: removed config fields trlshim
-    honours itself, given to the trainer (carried on a copy of the config)."""
+def arguments(trainer: str, removed: tuple = ()) -> Callable:
+    """The argument step of ``trainer`` (see module docstring). ``removed``: the wing's removed config fields;
+    those trlshim emulates on the installed release, given to the trainer, are carried on a copy of the config."""
 
     def translate(call) -> None:
         params, fields = set(call.params), call.config_fields
+        emulated = {r.field for r in removed if _gone(r) and _emulated(r)}
         check_spelling_conflicts(call.kwargs, f"{trainer}()", params | fields)
         kwargs, to_cfg, own = {}, {}, {}
         for name, value in call.kwargs.items():
@@ -194,7 +202,7 @@ class Removed:
     since: str
     advice: str
     same: tuple = ()
-    emulated: bool = False  # kept by trlshim on the config (``OPTIONS``) and honoured by a step of the wing
+    emulated: str = ""  # releases where trlshim keeps it on the config (``OPTIONS``) and a step of the wing honours it
 
 
 OPTIONS = "_trlshim_pref"  # the plain attribute carrying emulated options where no FIELDS row added them
@@ -214,18 +222,23 @@ def _gone(r: Removed) -> bool:
     return trl is not None and release(trl) >= Version(r.since)
 
 
+def _emulated(r: Removed) -> bool:
+    trl = trl_version()
+    return bool(r.emulated) and trl is not None and SpecifierSet(r.emulated).contains(release(trl), prereleases=True)
+
+
 def _written_for(cls, kwargs: dict, removed: tuple) -> dict:
     """``written_for``: the declared release's defaults where unset. A removed field trlshim emulates takes its
     old default even where the class has no field for it; one it cannot emulate is reported with the reason."""
     cannot = {r.field: f"{installed_label()} removed it (TRL {r.since}): {r.advice}"
-              for r in removed if _gone(r) and not r.emulated}
+              for r in removed if _gone(r) and not _emulated(r)}
     out = written_for.restore_defaults(cls.__name__, cls, kwargs, cannot=cannot)
     rel = written_for.release()
     if rel is None:
         return out
     given = set(out)
     for r in removed:
-        if not (r.emulated and _gone(r)) or r.field in given or r.field in _fields(cls) | _added(cls):
+        if not (_emulated(r) and _gone(r)) or r.field in given or r.field in _fields(cls) | _added(cls):
             continue
         points = written_for.table()["classes"].get(cls.__name__, {}).get(r.field)
         old = written_for.value_at(points, rel) if points else written_for.ABSENT
@@ -237,7 +250,7 @@ def _written_for(cls, kwargs: dict, removed: tuple) -> dict:
 
 
 def _added(cls) -> frozenset:
-    return getattr(cls, "_trlshim_injected_fields", frozenset())
+    return injected_fields(cls)
 
 
 def _fields(cls) -> set:
@@ -260,7 +273,7 @@ def translate_config(cls, kwargs: dict, removed: tuple) -> tuple:
             continue
         r = gone.get(name)
         if r is not None and _gone(r):
-            if r.emulated:
+            if _emulated(r):
                 report.translated(f"{cls.__name__}.{name}", f"trlshim: {cls.__name__}({name}={value!r}) kept by "
                                   f"trlshim and applied with its pre-{r.since} meaning ({installed_label()} removed it)")
                 extra[name] = value
@@ -314,7 +327,7 @@ def emulated_fields_row(name: str, module: str, cls: str, versions: str, removed
     first = min(Version(r.since) for r in emulated)
 
     def spec():
-        return FieldSpec(fields=tuple((r.field, Optional[Any], None) for r in emulated if _gone(r)))
+        return FieldSpec(fields=tuple((r.field, Optional[Any], None) for r in emulated if _gone(r) and _emulated(r)))
 
     row(name, module, cls, f"{versions},>={first}", f"{', '.join(r.field for r in emulated)} (removed, emulated by "
         "trlshim) as real fields: they survive dataclasses.replace, to_dict, deepcopy, pickle",

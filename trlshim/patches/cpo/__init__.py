@@ -24,11 +24,18 @@ from ..common.preference import (
     model_init_kwargs,
 )
 
-EMULATED = ("max_prompt_length", "truncation_mode")  # removed at 0.28 / 1.0; common/pair_truncation.py
+_EMULATED = "trlshim emulates it (patches/common/pair_truncation.py)"
+REMOVED = (
+    Removed("max_target_length", "0.11", "it only applied to encoder-decoder models: use max_completion_length"),
+    Removed("max_prompt_length", "0.28", _EMULATED, emulated=">=0.28"),
+    Removed("truncation_mode", "1.0", _EMULATED, emulated=">=0.28"),
+    Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
+    Removed("padding_value", "0.28", "the tokenizer's pad token is used", same=(None,)),
+)
 
 STEPS = (
     step("cpo.arguments", ">=0.7", "tokenizer/processing_class, CPOConfig fields given to the trainer, "
-         "TrainingArguments as CPOConfig", arguments("CPOTrainer", emulated=EMULATED),
+         "TrainingArguments as CPOConfig", arguments("CPOTrainer", removed=REMOVED),
          expects=expects_trainer("CPOTrainer")),
     step("cpo.model_init_kwargs", ">=0.7", "model_init_kwargs keys in the spelling the release reads "
          "(torch_dtype <-> dtype); a torch.dtype as its name where TRL < 0.11 takes only that",
@@ -36,15 +43,6 @@ STEPS = (
     step("cpo.max_prompt_length", ">=0.28", "max_prompt_length (removed in 0.28; truncation_mode from the config "
          "at 1.0) cuts the prompt, then the responses, as TRL <= 0.27 did", pair_truncation.emulate("CPOTrainer"),
          expects=pair_truncation.expects),
-)
-
-_EMULATED = "trlshim emulates it (patches/common/pair_truncation.py)"
-REMOVED = (
-    Removed("max_target_length", "0.11", "it only applied to encoder-decoder models: use max_completion_length"),
-    Removed("max_prompt_length", "0.28", _EMULATED, emulated=True),
-    Removed("truncation_mode", "1.0", _EMULATED, emulated=True),
-    Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
-    Removed("padding_value", "0.28", "the tokenizer's pad token is used", same=(None,)),
 )
 
 WING = declare_moved(

@@ -13,26 +13,22 @@ does anyway, else a TypeError saying what to do. ``bf16`` defaults to True from 
 from __future__ import annotations
 
 from ...pipeline import step
+from ...registry import row
 from ..common.preference import Home, Removed, arguments, declare_moved, expects_trainer, model_init_kwargs
+from . import truncation
 
 POSITIONAL = ("model", "ref_model", "args")
 
-STEPS = (
-    step("kto.arguments", ">=0.7", "tokenizer/processing_class, KTOConfig fields given to the trainer, "
-         "TrainingArguments as KTOConfig", arguments("KTOTrainer"), expects=expects_trainer("KTOTrainer")),
-    step("kto.model_init_kwargs", ">=0.7", "model_init_kwargs/ref_model_init_kwargs keys in the spelling the "
-         "release reads (torch_dtype <-> dtype); a torch.dtype as its name where TRL < 0.11 takes only that",
-         model_init_kwargs("KTOTrainer", names_only_before="0.11")),
-)
-
 _EXPERIMENTAL = ">=0.26,<1.8"
-
-_NO_PROMPT_TRUNCATION = ("this release truncates prompt+completion to max_length only; truncate prompts/completions "
-                         "in your dataset, or pin trl<0.27")
+_EMULATED = ">=0.27,<1.8"  # truncation.py: the old rule in front of the experimental trainer's _process_tokens
+_NO_PROMPT_TRUNCATION = ("TRL >= 1.8's rewritten KTO truncates prompt+completion to max_length only and trlshim does "
+                         "not emulate the old prompt cut there; truncate prompts/completions in your dataset, or pin "
+                         "trl<1.8 (trlshim emulates it on 0.27-1.7)")
 REMOVED = (
-    Removed("max_prompt_length", "0.27", _NO_PROMPT_TRUNCATION),
-    Removed("max_completion_length", "0.27", _NO_PROMPT_TRUNCATION),
-    Removed("truncation_mode", "0.27", _NO_PROMPT_TRUNCATION),
+    Removed("max_prompt_length", "0.27", _NO_PROMPT_TRUNCATION, emulated=_EMULATED),
+    Removed("max_completion_length", "0.27", "it only applied to encoder-decoder models, which this release's KTO "
+            "does not support: remove it", emulated=_EMULATED),
+    Removed("truncation_mode", "0.27", _NO_PROMPT_TRUNCATION, emulated=_EMULATED),
     Removed("is_encoder_decoder", "0.27", "encoder-decoder models are not supported by this release's KTO",
             same=(None, False)),
     Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
@@ -41,6 +37,21 @@ REMOVED = (
             same=(None,)),
     Removed("generate_during_eval", "1.2", "generate samples with a callback of your own", same=(False,)),
 )
+
+STEPS = (
+    step("kto.arguments", ">=0.7", "tokenizer/processing_class, KTOConfig fields given to the trainer, "
+         "TrainingArguments as KTOConfig", arguments("KTOTrainer", removed=REMOVED),
+         expects=expects_trainer("KTOTrainer")),
+    step("kto.model_init_kwargs", ">=0.7", "model_init_kwargs/ref_model_init_kwargs keys in the spelling the "
+         "release reads (torch_dtype <-> dtype); a torch.dtype as its name where TRL < 0.11 takes only that",
+         model_init_kwargs("KTOTrainer", names_only_before="0.11")),
+    step("kto.max_prompt_length", _EMULATED, "max_prompt_length/truncation_mode (removed in 0.27) cut the prompt, then "
+         "the completion, as TRL <= 0.26 did", truncation.emulate),
+)
+
+row("kto.process_tokens", "trl.experimental.kto.kto_trainer", "_process_tokens", _EMULATED,
+    "the TRL <= 0.26 prompt/completion cut in front of _process_tokens when max_prompt_length is emulated",
+    wrapper=truncation.process_tokens_wrapper, expects=truncation.expects_process_tokens)
 
 WING = declare_moved(
     "kto", "KTOTrainer", "KTOConfig", steps=STEPS, positional=POSITIONAL, removed=REMOVED,

@@ -26,11 +26,16 @@ from ..common.preference import (
     model_init_kwargs,
 )
 
-EMULATED = ("max_prompt_length", "truncation_mode")  # removed at 0.28 / 1.0; common/pair_truncation.py
+_EMULATED = "trlshim emulates it (patches/common/pair_truncation.py)"
+REMOVED = (
+    Removed("max_prompt_length", "0.28", _EMULATED, emulated=">=0.28"),
+    Removed("truncation_mode", "1.0", _EMULATED, emulated=">=0.28"),
+    Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
+)
 
 STEPS = (
     step("orpo.arguments", ">=0.7", "tokenizer/processing_class, ORPOConfig fields given to the trainer, "
-         "TrainingArguments as ORPOConfig", arguments("ORPOTrainer", emulated=EMULATED),
+         "TrainingArguments as ORPOConfig", arguments("ORPOTrainer", removed=REMOVED),
          expects=expects_trainer("ORPOTrainer")),
     step("orpo.model_init_kwargs", ">=0.7", "model_init_kwargs keys in the spelling the release reads "
          "(torch_dtype <-> dtype); a torch.dtype as its name where TRL < 0.11 takes only that",
@@ -38,13 +43,6 @@ STEPS = (
     step("orpo.max_prompt_length", ">=0.28", "max_prompt_length (removed in 0.28; truncation_mode from the config "
          "at 1.0) cuts the prompt, then the responses, as TRL <= 0.27 did", pair_truncation.emulate("ORPOTrainer"),
          expects=pair_truncation.expects),
-)
-
-_EMULATED = "trlshim emulates it (patches/common/pair_truncation.py)"
-REMOVED = (
-    Removed("max_prompt_length", "0.28", _EMULATED, emulated=True),
-    Removed("truncation_mode", "1.0", _EMULATED, emulated=True),
-    Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
 )
 
 WING = declare_moved(
