@@ -133,9 +133,27 @@ def _kto_expected(tokenizer, rows, keep_end=True):
     return sorted(out)
 
 
+def _kto_expected_18(tokenizer, rows, keep_end=True):
+    """TRL >= 1.8 tokenizes itself (``tokenizer(text)``, EOS appended to the completion text, no BOS added by the
+    trainer): the same rule on its ids - a leading BOS kept, the completion's EOS kept last."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    out = []
+    for row in rows:
+        p = tokenizer(row["prompt"])["input_ids"]
+        a = tokenizer(row["prompt"] + row["completion"] + tokenizer.eos_token)["input_ids"][len(p):]
+        head = p[:1] if p and p[0] == bos else []
+        if len(p) + len(a) > MAX_LENGTH:
+            p = head + (p[len(head):][-LIMIT:] if keep_end else p[len(head):][:LIMIT])
+        if len(p) + len(a) > MAX_LENGTH:
+            a = a[: MAX_LENGTH - LIMIT - len(head) - 1] + [eos]
+        out.append(p + a)
+    return sorted(out)
+
+
 @pytest.mark.parametrize("keep_end", [True, False])
 def test_kto_fed_prompt_is_cut_as_before_027(tmp_path, tokenizer, keep_end):
-    """KTO (removed in 0.27): the same rows fed on 0.26 (natively) and 0.27-1.7 (emulated); 1.8+ refuses."""
+    """KTO (removed in 0.27): the same rows fed on 0.26 (natively) and 0.27-1.7 (emulated); on 1.8+ (emulated) the
+    same rule on that release's own tokenization."""
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
@@ -149,29 +167,29 @@ def test_kto_fed_prompt_is_cut_as_before_027(tmp_path, tokenizer, keep_end):
     fields = dict(max_length=MAX_LENGTH, max_prompt_length=LIMIT, loss_type="apo_zero_unpaired")
     if not keep_end:
         fields["truncation_mode"] = "keep_start"
-    if trl_in(">=1.8"):
-        with pytest.raises(TypeError, match=r"max_prompt_length.*removed in TRL 0\.27.*trl<1\.8"):
-            KTOConfig(**kw, **fields)
-        return
     model = helpers.make_model()
     trainer = KTOTrainer(model=model, ref_model=helpers.make_model(), args=KTOConfig(**kw, **fields),
                          train_dataset=Dataset.from_list(rows), tokenizer=tokenizer)
     rec = helpers.Recorder(model)
     trainer.train()
     rec.remove()
-    expected = _kto_expected(tokenizer, rows, keep_end)
+    expected = (_kto_expected_18 if trl_in(">=1.8") else _kto_expected)(tokenizer, rows, keep_end)
     assert sorted(rec.rows()) == expected
     assert max(len(r) for r in expected) == MAX_LENGTH and sum(len(r) < MAX_LENGTH for r in expected) >= 1
     assert not hasattr(tokenizer, "_trlshim_kto_truncation")  # the user's tokenizer is untouched
 
 
-def test_kto_prompt_limit_reason_is_honest(tmp_path, monkeypatch):
-    """KTO on >= 1.8 cannot truncate prompts by trlshim: written_for says so, and the field is a TypeError."""
-    if not trl_in(">=1.8"):
-        pytest.skip("KTOConfig has max_prompt_length here, or trlshim emulates it")
+def test_written_for_reason_is_honest_where_not_emulated(tmp_path, monkeypatch):
+    """A removed field trlshim does not emulate (KTO's ref_model_init_kwargs on >= 0.28) is reported with why."""
+    if not trl_in(">=0.28"):
+        pytest.skip("the field exists here")
     from trl import KTOConfig
 
+    from trlshim.patches.common import preference
+    from trlshim.patches.kto import REMOVED
+
     monkeypatch.setenv("TRLSHIM_WRITTEN_FOR", "0.20")
-    KTOConfig(output_dir=str(tmp_path), report_to="none")
-    assert any("KTOConfig.max_prompt_length default 512 not restored" in m and "does not emulate" in m
+    removed = REMOVED + (preference.Removed("max_prompt_length", "0.27", "truncate prompts yourself"),)
+    preference._written_for(KTOConfig, {}, tuple(r for r in removed if r.field != "max_prompt_length" or not r.emulated))
+    assert any("KTOConfig.max_prompt_length default 512 not restored" in m and "truncate prompts yourself" in m
                for m in report.applied())

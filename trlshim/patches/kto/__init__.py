@@ -20,10 +20,8 @@ from . import truncation
 POSITIONAL = ("model", "ref_model", "args")
 
 _EXPERIMENTAL = ">=0.26,<1.8"
-_EMULATED = ">=0.27,<1.8"  # truncation.py: the old rule in front of the experimental trainer's _process_tokens
-_NO_PROMPT_TRUNCATION = ("TRL >= 1.8's rewritten KTO truncates prompt+completion to max_length only and trlshim does "
-                         "not emulate the old prompt cut there; truncate prompts/completions in your dataset, or pin "
-                         "trl<1.8 (trlshim emulates it on 0.27-1.7)")
+_EMULATED = ">=0.27"  # truncation.py: in front of _process_tokens (0.27-1.7) / on _prepare_dataset's output (1.8+)
+_NO_PROMPT_TRUNCATION = "trlshim emulates it (patches/kto/truncation.py)"
 REMOVED = (
     Removed("max_prompt_length", "0.27", _NO_PROMPT_TRUNCATION, emulated=_EMULATED),
     Removed("max_completion_length", "0.27", "it only applied to encoder-decoder models, which this release's KTO "
@@ -45,11 +43,13 @@ STEPS = (
     step("kto.model_init_kwargs", ">=0.7", "model_init_kwargs/ref_model_init_kwargs keys in the spelling the "
          "release reads (torch_dtype <-> dtype); a torch.dtype as its name where TRL < 0.11 takes only that",
          model_init_kwargs("KTOTrainer", names_only_before="0.11")),
-    step("kto.max_prompt_length", _EMULATED, "max_prompt_length/truncation_mode (removed in 0.27) cut the prompt, then "
-         "the completion, as TRL <= 0.26 did", truncation.emulate),
+    step("kto.max_prompt_length", ">=0.27,<1.8", "max_prompt_length/truncation_mode (removed in 0.27) cut the prompt, "
+         "then the completion, as TRL <= 0.26 did", truncation.emulate),
+    step("kto.max_prompt_length.stable", ">=1.8", "max_prompt_length/truncation_mode (removed in 0.27) cut the prepared "
+         "prompt, then the completion, as TRL <= 0.26 did", truncation.emulate_stable, expects=truncation.expects_stable),
 )
 
-row("kto.process_tokens", "trl.experimental.kto.kto_trainer", "_process_tokens", _EMULATED,
+row("kto.process_tokens", "trl.experimental.kto.kto_trainer", "_process_tokens", ">=0.27,<1.8",
     "the TRL <= 0.26 prompt/completion cut in front of _process_tokens when max_prompt_length is emulated",
     wrapper=truncation.process_tokens_wrapper, expects=truncation.expects_process_tokens)
 

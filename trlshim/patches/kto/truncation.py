@@ -10,13 +10,21 @@ rows, then again with prefix ``KL_`` for the mismatched pairs), so the old rule 
 finds nothing to cut). The options travel to it on the trainer's own shallow copy of the tokenizer (``fn_kwargs``
 carries it, so ``datasets``' cache fingerprint and ``num_proc`` workers see them); the user's tokenizer is untouched.
 
+TRL >= 1.8 (KTO rewritten: ``_prepare_dataset`` tokenizes ``prompt_ids`` / ``completion_ids``, the completion
+already ending with EOS, and the collator keeps the first ``max_length`` tokens): the prepared datasets are cut by
+the same rule on those ids - prompt + completion over ``max_length``: the prompt keeps its last (``keep_end``) or
+first ``max_prompt_length`` tokens (a leading BOS kept in front), then the completion its first
+``max_length - max_prompt_length`` tokens (less the BOS), its EOS kept last as the old release re-added it. Whether
+there is a BOS is the release's tokenization's choice (0.26 always added one). The mismatched KL completions share the row's (cut) prompt there, so they are cut to fit it (0.26 cut
+each KL pair on its own). The release's "prompt fills max_length" filter runs after the cut, as it would.
+
 ``max_completion_length`` only ever applied to encoder-decoder models (which 0.27+ KTO does not support): dropped
-with a report. TRL >= 1.8 (KTO rewritten) is not emulated: a TypeError (see ``REMOVED`` in ``__init__``).
+with a report.
 """
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from typing import Callable, Optional
 
 from ... import report
 from ...translate import installed_label
@@ -56,8 +64,8 @@ def process_tokens_wrapper(wrapped, instance, args, kwargs):
     return wrapped(*args, **kwargs)
 
 
-def emulate(call) -> None:
-    """Step (TRL 0.27-1.7): the options kept on the config -> the trainer's tokenizer copy carries them."""
+def _plan(call) -> Optional[tuple]:
+    """``(limit, keep_end)`` from the options kept on the config, checked; None when there is nothing to cut."""
     options = own_options(call.args)
     if options.get("max_completion_length") is not None:
         report.decided("KTOTrainer.max_completion_length", "trlshim: KTOTrainer: max_completion_length dropped "
@@ -74,16 +82,24 @@ def emulate(call) -> None:
         raise TypeError(f"KTOTrainer: max_prompt_length={limit!r} must be a positive int or None")
     if mode not in MODES:
         raise ValueError(f"KTOTrainer: unknown truncation_mode {mode!r} (one of {', '.join(MODES)})")
+    report.decided("KTOTrainer.max_prompt_length", f"trlshim: KTOTrainer: prompts cut to max_prompt_length={limit} "
+                   f"({mode}) and completions to max_length - max_prompt_length when too long, as TRL <= 0.26 did "
+                   f"({installed_label()} removed max_prompt_length)")
+    return limit, mode == "keep_end"
+
+
+def emulate(call) -> None:
+    """Step (TRL 0.27-1.7): the options kept on the config -> the trainer's tokenizer copy carries them."""
+    plan = _plan(call)
+    if plan is None:
+        return
     tokenizer = call.kwargs.get("processing_class")
     if tokenizer is None:
         raise TypeError(f"KTOTrainer(max_prompt_length=...) on {installed_label()}: pass processing_class= (the "
                         "tokenizer) so trlshim can truncate prompts as TRL <= 0.26 did")
     carrier = copy.copy(tokenizer)
-    setattr(carrier, MARK, (limit, mode == "keep_end"))
+    setattr(carrier, MARK, plan)
     call.kwargs["processing_class"] = carrier
-    report.decided("KTOTrainer.max_prompt_length", f"trlshim: KTOTrainer: prompts cut to max_prompt_length={limit} "
-                   f"({mode}) and completions to max_length - max_prompt_length when too long, as TRL <= 0.26 did "
-                   f"({installed_label()} removed max_prompt_length)")
 
     def done(c):
         pc = getattr(c.instance, "processing_class", None)
@@ -91,6 +107,83 @@ def emulate(call) -> None:
             vars(pc).pop(MARK, None)
 
     call.after(done)
+
+
+def _cut(ids: list, n: int, eos) -> list:
+    """The first ``n`` of ``ids``, a final EOS kept last (the old release cut the text, then added EOS)."""
+    if len(ids) <= n:
+        return ids
+    if ids and ids[-1] == eos and eos is not None:
+        return ids[: max(n - 1, 0)] + [eos]
+    return ids[: max(n, 0)]
+
+
+def stable_rule(example, max_length: int, limit: int, keep_end: bool, bos, eos) -> dict:
+    """One prepared row of TRL >= 1.8 cut by the old rule (module docstring): a leading BOS stays in front of the
+    prompt's kept tokens and the completion keeps ``max_length - max_prompt_length`` tokens less that BOS, as
+    0.26 did (it cut the raw ids, then added BOS and EOS)."""
+    p, a = list(example["prompt_ids"]), list(example["completion_ids"])
+    head = p[:1] if p and bos is not None and p[0] == bos else []
+    if len(p) + len(a) > max_length:
+        body = p[len(head):]
+        p = head + (body[-limit:] if keep_end else body[:limit])
+    if len(p) + len(a) > max_length:
+        a = _cut(a, max_length - limit - len(head), eos)
+    out = {"prompt_ids": p, "completion_ids": a}
+    if "KL_completion_ids" in example:
+        out["KL_completion_ids"] = _cut(list(example["KL_completion_ids"]), max_length - len(p), eos)
+    return out
+
+
+def _copy_without_max_length(args: tuple, kw: dict) -> tuple:
+    """``_prepare_dataset(dataset, processing_class, args, name)`` with a config copy whose max_length is None
+    (the release's filter then runs after the cut); returns ``(args, kw, max_length)``."""
+    args = list(args)
+    cfg = kw["args"] if "args" in kw else args[1] if len(args) > 1 else None
+    length = getattr(cfg, "max_length", None)
+    if length is None:
+        return tuple(args), kw, None
+    new = copy.copy(cfg)
+    new.max_length = None
+    if "args" in kw:
+        kw = dict(kw, args=new)
+    else:
+        args[1] = new
+    return tuple(args), kw, length
+
+
+def emulate_stable(call) -> None:
+    """Step (TRL >= 1.8): cut the prepared datasets (module docstring)."""
+    plan = _plan(call)
+    instance = call.instance
+    if plan is None or instance is None:
+        return
+    limit, keep_end = plan
+    prepare: Callable = instance._prepare_dataset
+
+    def _prepare_dataset(dataset, *args, **kw):
+        args, kw, length = _copy_without_max_length(args, kw)
+        out = prepare(dataset, *args, **kw)
+        if length is None:
+            return out
+        names = getattr(out, "column_names", None) or []
+        if "prompt_ids" not in names or "completion_ids" not in names:
+            raise TypeError(f"KTOTrainer: trlshim cannot apply max_prompt_length to this dataset on {installed_label()} "
+                            f"(its prepared columns {names} have no prompt_ids/completion_ids; e.g. image data): "
+                            "truncate the dataset yourself, or use max_length")
+        tokenizer = getattr(instance, "_tokenizer", None) or instance.processing_class
+        ids = dict(bos=getattr(tokenizer, "bos_token_id", None), eos=getattr(tokenizer, "eos_token_id", None))
+        out = out.map(stable_rule, fn_kwargs=dict(max_length=length, limit=limit, keep_end=keep_end, **ids))
+        return out.filter(lambda example: len(example["prompt_ids"]) < length)  # as the release does
+
+    instance._prepare_dataset = _prepare_dataset
+    call.after(lambda c: vars(instance).pop("_prepare_dataset", None))
+
+
+def expects_stable(init) -> Optional[str]:
+    from trl.trainer.kto_trainer import KTOTrainer
+
+    return None if callable(getattr(KTOTrainer, "_prepare_dataset", None)) else "KTOTrainer has no _prepare_dataset"
 
 
 def expects_process_tokens(func) -> Optional[str]:
