@@ -4,10 +4,12 @@ KTO (research: trl-rl-matrix.md section 4) took its options from ``KTOConfig`` s
 ``tokenizer`` -> ``processing_class`` at 0.12; moved to ``trl.experimental.kto`` at 0.26 (``trl.KTOTrainer`` a
 subclass shim calling it) and promoted back, rewritten, to ``trl.trainer.kto_trainer`` at 1.8 (the experimental
 path now the shim). The experimental config dropped ``max_prompt_length``, ``max_completion_length``,
-``truncation_mode``, ``is_encoder_decoder`` at 0.27 and ``label_pad_token_id``, ``padding_value``,
-``ref_model_init_kwargs`` at 0.28, ``generate_during_eval`` at 1.2: dropped when the value is what the release
-does anyway, else a TypeError saying what to do. ``bf16`` defaults to True from 0.19. Positions after
-``model, ref_model, args`` differ between releases (1.8 put ``data_collator`` before the datasets): keywords.
+``truncation_mode``, ``is_encoder_decoder`` at 0.27 (the first and third emulated with the <= 0.26 rule by
+``truncation.py``; ``max_completion_length`` only applied to encoder-decoder models: dropped) and
+``label_pad_token_id``, ``padding_value``, ``ref_model_init_kwargs`` at 0.28, ``generate_during_eval`` at 1.2:
+dropped when the value is what the release does anyway, else a TypeError saying what to do. ``bf16`` defaults to
+True from 0.19. Positions after ``model, ref_model, args`` differ between releases (1.8 put ``data_collator``
+before the datasets): keywords.
 ``learning_rate`` (5e-7 at 0.11, 1e-6 from 0.12) follows the installed release.
 """
 from __future__ import annotations
