@@ -127,7 +127,7 @@ def _commit_fields(patch, cls, spec):
         made = dataclasses.make_dataclass("_trlshim_fields", [(n, t, dataclasses.field(default=d))
                                                               for n, (t, d) in new.items()])
         _set_recorded(patch, cls, "__dataclass_fields__", {**have, **made.__dataclass_fields__})
-        annotations = dict(getattr(cls, "__annotations__", {}))
+        annotations = dict(vars(cls).get("__annotations__", {}))  # (getattr would create one on 3.10+)
         _set_recorded(patch, cls, "__annotations__", {**annotations, **{n: t for n, (t, _) in new.items()}})
         for n, (_, d) in new.items():
             _set_recorded(patch, cls, n, d)

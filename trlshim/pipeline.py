@@ -28,7 +28,7 @@ from packaging.version import Version
 
 from . import hooks
 from .registry import Patch, row
-from .translate import init_fields, installed_label, rename, spellings
+from .translate import init_fields, injected_fields, installed_label, rename, spellings
 from .versions import release, trl_version
 
 _SIGNATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -102,7 +102,7 @@ class TrainerCall:
         self.params = parameters(wrapped)
         self.config_cls = pipeline.config_class()
         self.legacy = pipeline.legacy_config is not None and self.config_cls is pipeline.legacy_config()
-        added = getattr(self.config_cls, "_trlshim_injected_fields", frozenset())  # FIELDS rows: not the release's
+        added = injected_fields(self.config_cls)  # FIELDS rows: not the release's
         self.config_fields = set() if self.legacy else init_fields(self.config_cls)  # what its constructor takes
         self._native = set() if self.legacy else set(getattr(self.config_cls, "__dataclass_fields__", {})) - added
         self.kwargs = pipeline.bind(self.params, args, kwargs)

@@ -174,10 +174,17 @@ def unplaceable(name: str, owner: str, valid) -> None:
         )
 
 
+def injected_fields(cls) -> frozenset:
+    """The fields FIELDS rows added to ``cls`` or a base (a TRL shim subclass that is no dataclass of its own
+    shares its base's fields and records none itself)."""
+    return frozenset().union(*(vars(c).get("_trlshim_injected_fields", frozenset())
+                               for c in getattr(cls, "__mro__", ())))
+
+
 def init_fields(cls) -> set:
     """Names a dataclass config accepts in its constructor (not the fields trlshim added to it while
     patched: those are trlshim's options, handled beside the constructor)."""
-    added = getattr(cls, "_trlshim_injected_fields", frozenset())
+    added = injected_fields(cls)
     return {f.name for f in dataclasses.fields(cls) if f.init and f.name not in added}
 
 

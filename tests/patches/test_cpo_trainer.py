@@ -59,8 +59,10 @@ def test_old_import_paths_and_removed_fields(tmp_path):
 
     assert cfg.bf16 in (False, None) or is_torch_bf16_gpu_available()
     if trl_in(">=0.28"):
-        with pytest.raises(TypeError, match=r"max_prompt_length.*removed in TRL 0\.28"):
-            CPOConfig(output_dir=str(tmp_path), max_prompt_length=8)
+        from trlshim.patches.common.preference import own_options
+
+        kept = CPOConfig(output_dir=str(tmp_path), max_prompt_length=8)  # emulated (test_pair_prompt_truncation.py)
+        assert own_options(kept)["max_prompt_length"] == 8
     if trl_in(">=0.11"):
         with pytest.raises(TypeError, match=r"max_target_length.*removed in TRL 0\.11.*max_completion_length"):
             CPOConfig(output_dir=str(tmp_path), max_target_length=8)

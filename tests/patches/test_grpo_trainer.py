@@ -71,7 +71,7 @@ def _config(tmp_path, **kw):
                                    gradient_accumulation_steps=1)  # 0.14 defaulted to 8
     base.pop("use_cpu", None)
     base.pop("no_cuda", None)  # a 0.14-era script names no device; trlshim keeps the CPU run runnable
-    return trl.GRPOConfig(**base, num_generations=2, max_completion_length=COMPLETION, **kw)
+    return trl.GRPOConfig(**{**base, "num_generations": 2, "max_completion_length": COMPLETION, **kw})
 
 
 # TRL 0.26-0.27 keep max_prompt_length but ignore it, 0.28 lacks it, and trlshim cannot truncate there: an error
@@ -203,3 +203,40 @@ def test_grpo_max_prompt_length_survives_config_copies(tmp_path, how):
 
     fed, moved, _ = _train(tmp_path, reward, copy_config=copier, max_prompt_length=LIMIT)
     assert fed.widths[0] == LIMIT and moved
+
+
+@pytest.mark.parametrize("declared", ["0.14.0", "0.16.1"])
+def test_grpo_batch_size_keeps_the_prompts_per_step_of_its_release(tmp_path, monkeypatch, declared):
+    """per_device_train_batch_size=2, num_generations=2: TRL 0.14 draws 2 prompts a step (4 completions), 0.15+
+    1 prompt (2 completions). With written_for, the reward function sees the declared release's prompts per step on
+    every installed release (patches/grpo/batch.py); the user's config keeps the number it wrote."""
+    import trl
+
+    monkeypatch.setitem(trlshim.flags.written_for, "release", declared)
+    calls = []
+
+    def reward(prompts, completions):
+        calls.append((len(set(prompts)), len(completions)))
+        return [float(i) for i in range(len(completions))]
+
+    cfg = _config(tmp_path, max_steps=2, beta=0.0)  # beta: no reference model (written_for would restore 0.04)
+    trainer = trl.GRPOTrainer(model=helpers.make_model(), reward_funcs=reward, args=cfg, train_dataset=_dataset(),
+                              processing_class=_tokenizer())
+    trainer.train()
+    assert cfg.per_device_train_batch_size == 2
+    prompts = 2 if declared == "0.14.0" else 1
+    assert calls == [(prompts, 2 * prompts)] * 2  # one reward call per step (gradient_accumulation_steps=1)
+    if trl_in("<0.15") != (declared == "0.14.0"):
+        assert any("GRPOConfig.per_device_train_batch_size=2" in m for m in report.applied())
+
+
+def test_grpo_batch_size_that_014_cannot_draw_is_an_error(tmp_path, monkeypatch):
+    if not trl_in("<0.15"):
+        pytest.skip("only TRL 0.14 counts prompts")
+    import trl
+
+    monkeypatch.setitem(trlshim.flags.written_for, "release", "0.16.1")
+    cfg = _config(tmp_path, per_device_train_batch_size=3)
+    with pytest.raises(TypeError, match=r"per_device_train_batch_size=3.*counts prompts.*multiple of num_generations"):
+        trl.GRPOTrainer(model=helpers.make_model(), reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+                        args=cfg, train_dataset=_dataset(), processing_class=_tokenizer())

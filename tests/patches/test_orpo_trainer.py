@@ -75,8 +75,10 @@ def test_removed_fields_say_why(tmp_path):
         cfg = ORPOConfig(output_dir=str(tmp_path), max_prompt_length=8, label_pad_token_id=-100)
         assert cfg.max_prompt_length == 8
         return
-    with pytest.raises(TypeError, match=r"max_prompt_length.*removed in TRL 0\.28.*never truncates the prompt"):
-        ORPOConfig(output_dir=str(tmp_path), max_prompt_length=8)
+    from trlshim.patches.common.preference import own_options
+
+    kept = ORPOConfig(output_dir=str(tmp_path), max_prompt_length=8)  # emulated (test_pair_prompt_truncation.py)
+    assert own_options(kept)["max_prompt_length"] == 8
     cfg = ORPOConfig(output_dir=str(tmp_path), label_pad_token_id=-100)  # what the release does anyway
     assert any("dropped ORPOConfig(label_pad_token_id=-100)" in m for m in report.applied())
     with pytest.raises(TypeError, match="label_pad_token_id"):

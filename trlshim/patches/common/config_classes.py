@@ -17,7 +17,7 @@ import copyreg
 import dataclasses
 
 from ... import report
-from ...translate import installed_label
+from ...translate import injected_fields, installed_label
 
 
 def bf16_unsupported(kwargs) -> bool:
@@ -67,7 +67,7 @@ def deep_copy(self, memo):
 
 
 def _added(cls) -> frozenset:
-    return getattr(cls, "_trlshim_injected_fields", frozenset())
+    return injected_fields(cls)
 
 
 def carried_options(config, attribute: str) -> dict:

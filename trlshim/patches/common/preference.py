@@ -17,20 +17,27 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from ... import report
 from ...pipeline import Pipeline, parameters, register
-from ...registry import row
-from ...translate import check_spelling_conflicts, closest, installed_label, rename, same_value
+from ...registry import FIELDS, FieldSpec, row
+from ...translate import (
+    check_spelling_conflicts,
+    closest,
+    injected_fields,
+    installed_label,
+    rename,
+    same_value,
+)
 from ...versions import release, trl_version
-from .config_classes import bf16_default
+from . import written_for
+from .config_classes import bf16_default, carried_options, carry_option, without_unset_carried
 from .model_init_kwargs import translate_model_init_kwargs
 from .training_args import translate_training_arguments
-from .written_for import restore_defaults
 
 # The positions every release of these trainers agrees on; later positions must be keywords.
 LEADING = ("model", "args", "data_collator", "train_dataset", "eval_dataset", "processing_class")
@@ -78,14 +85,21 @@ def to_config(args, config_cls, trainer: str):
     return config_cls(**values)
 
 
-def arguments(trainer: str) -> Callable:
-    """The argument step of ``trainer`` (see module docstring)."""
+def arguments(trainer: str, removed: tuple = ()) -> Callable:
+    """The argument step of ``trainer`` (see module docstring). ``removed``: the wing's removed config fields;
+    those trlshim emulates on the installed release, given to the trainer, are carried on a copy of the config."""
 
     def translate(call) -> None:
         params, fields = set(call.params), call.config_fields
+        emulated = {r.field for r in removed if _gone(r) and _emulated(r)}
         check_spelling_conflicts(call.kwargs, f"{trainer}()", params | fields)
-        kwargs, to_cfg = {}, {}
+        kwargs, to_cfg, own = {}, {}, {}
         for name, value in call.kwargs.items():
+            if name in emulated and name not in params and name not in fields:
+                report.translated(f"{trainer}.{name}", f"trlshim: {trainer}({name}=...) kept by trlshim on "
+                                  f"{call.config_cls.__name__} ({installed_label()} removed it)")
+                own[name] = value
+                continue
             target = rename(name, params)
             if target is not None:
                 if target != name:
@@ -110,6 +124,8 @@ def arguments(trainer: str) -> Callable:
             cfg = call.writable_config()
             for name, value in to_cfg.items():
                 setattr(cfg, name, value)
+        for name, value in own.items():
+            set_own_option(call.writable_config(), name, value)
 
     return translate
 
@@ -186,28 +202,82 @@ class Removed:
     since: str
     advice: str
     same: tuple = ()
+    emulated: str = ""  # releases where trlshim keeps it on the config (``OPTIONS``) and a step of the wing honours it
+
+
+OPTIONS = "_trlshim_pref"  # the plain attribute carrying emulated options where no FIELDS row added them
+
+
+def own_options(config) -> dict:
+    """The emulated options ``config`` carries (real fields where the wing's FIELDS row added them)."""
+    return carried_options(config, OPTIONS)
+
+
+def set_own_option(config, name: str, value) -> None:
+    carry_option(config, OPTIONS, name, value)
+
+
+def _gone(r: Removed) -> bool:
+    trl = trl_version()
+    return trl is not None and release(trl) >= Version(r.since)
+
+
+def _emulated(r: Removed) -> bool:
+    trl = trl_version()
+    return bool(r.emulated) and trl is not None and SpecifierSet(r.emulated).contains(release(trl), prereleases=True)
+
+
+def _written_for(cls, kwargs: dict, removed: tuple) -> dict:
+    """``written_for``: the declared release's defaults where unset. A removed field trlshim emulates takes its
+    old default even where the class has no field for it; one it cannot emulate is reported with the reason."""
+    cannot = {r.field: f"{installed_label()} removed it (TRL {r.since}): {r.advice}"
+              for r in removed if _gone(r) and not _emulated(r)}
+    out = written_for.restore_defaults(cls.__name__, cls, kwargs, cannot=cannot)
+    rel = written_for.release()
+    if rel is None:
+        return out
+    given = set(out)
+    for r in removed:
+        if not (_emulated(r) and _gone(r)) or r.field in given or r.field in _fields(cls) | _added(cls):
+            continue
+        points = written_for.table()["classes"].get(cls.__name__, {}).get(r.field)
+        old = written_for.value_at(points, rel) if points else written_for.ABSENT
+        if old not in (None, written_for.ABSENT):
+            report.decided(f"written_for.{cls.__name__}.{r.field}", f"trlshim: written_for={rel}: "
+                           f"{cls.__name__}.{r.field} -> {old!r} (emulated: {installed_label()} removed it)")
+            out[r.field] = old
+    return out
+
+
+def _added(cls) -> frozenset:
+    return injected_fields(cls)
 
 
 def _fields(cls) -> set:
-    added = getattr(cls, "_trlshim_injected_fields", frozenset())
+    added = _added(cls)
     return {f.name for f in dataclasses.fields(cls) if f.init and f.name not in added}
 
 
-def translate_config(cls, kwargs: dict, removed: tuple) -> dict:
-    """Keyword arguments for the installed config ``cls`` (see module docstring)."""
+def translate_config(cls, kwargs: dict, removed: tuple) -> tuple:
+    """``(keyword arguments for the installed config cls, emulated options)`` (see module docstring)."""
     fields = _fields(cls)
-    kwargs = restore_defaults(cls.__name__, cls, kwargs)  # written_for: that release's defaults where unset
+    kwargs = without_unset_carried(cls, kwargs)  # a copy's (dataclasses.replace) unset emulated field
+    kwargs = _written_for(cls, kwargs, removed)  # written_for: that release's defaults where unset
     if kwargs:
         kwargs = translate_training_arguments(dict(kwargs), cls.__name__, fields)
     gone = {r.field: r for r in removed}
-    out = {}
+    out, extra = {}, {}
     for name, value in kwargs.items():
         if name in fields:
             out[name] = value
             continue
         r = gone.get(name)
-        trl = trl_version()
-        if r is not None and trl is not None and release(trl) >= Version(r.since):
+        if r is not None and _gone(r):
+            if _emulated(r):
+                report.translated(f"{cls.__name__}.{name}", f"trlshim: {cls.__name__}({name}={value!r}) kept by "
+                                  f"trlshim and applied with its pre-{r.since} meaning ({installed_label()} removed it)")
+                extra[name] = value
+                continue
             if any(same_value(value, s) for s in r.same):
                 report.translated(f"{cls.__name__}.{name}", f"trlshim: dropped {cls.__name__}({name}={value!r}): "
                                   f"removed in TRL {r.since}, and {installed_label()} does the same without it")
@@ -215,7 +285,7 @@ def translate_config(cls, kwargs: dict, removed: tuple) -> dict:
             raise TypeError(f"{cls.__name__}({name}={value!r}): {name!r} was removed in TRL {r.since} "
                             f"({installed_label()} is installed); {r.advice}")
         out[name] = value  # the constructor's own TypeError (unknown names) stays TRL's, as without trlshim
-    return bf16_default(cls, out)
+    return bf16_default(cls, out), extra
 
 
 _TRANSLATING = contextvars.ContextVar("trlshim_config_translating", default=None)
@@ -228,7 +298,11 @@ def _config_init_wrapper(removed: tuple):
             return wrapped(*args, **kwargs)  # (a TRL shim subclass calling its wrapped base: translated once)
         token = _TRANSLATING.set(id(instance))
         try:
-            return wrapped(*args, **translate_config(cls, kwargs, removed))
+            native, extra = translate_config(cls, kwargs, removed)
+            result = wrapped(*args, **native)
+            for name, value in extra.items():
+                set_own_option(instance, name, value)
+            return result
         finally:
             _TRANSLATING.reset(token)
 
@@ -244,6 +318,22 @@ def config_row(name: str, module: str, cls: str, versions: str, reason: str, rem
                expects=_expects_callable, optional=True)
 
 
+def emulated_fields_row(name: str, module: str, cls: str, versions: str, removed: tuple) -> None:
+    """A FIELDS row: the removed fields trlshim emulates, as real fields of the release's config (default None)
+    where the release removed them, so ``dataclasses.replace``, deepcopy and pickle carry them."""
+    emulated = [r for r in removed if r.emulated]
+    if not emulated:
+        return
+    first = min(Version(r.since) for r in emulated)
+
+    def spec():
+        return FieldSpec(fields=tuple((r.field, Optional[Any], None) for r in emulated if _gone(r) and _emulated(r)))
+
+    row(name, module, cls, f"{versions},>={first}", f"{', '.join(r.field for r in emulated)} (removed, emulated by "
+        "trlshim) as real fields: they survive dataclasses.replace, to_dict, deepcopy, pickle",
+        kind=FIELDS, factory=spec, optional=True)
+
+
 # --- stable names (trlshim.<Trainer>, trlshim.<Config>) ---------------------------------------------
 
 
@@ -251,7 +341,10 @@ def config_row(name: str, module: str, cls: str, versions: str, reason: str, rem
 def stable_config(base, removed: tuple):
     """A subclass of the installed config class whose constructor runs the same translation as the row."""
     def __init__(self, *args, **kwargs):
-        super(cls, self).__init__(*args, **translate_config(type(self), kwargs, removed))
+        native, extra = translate_config(type(self), kwargs, removed)
+        super(cls, self).__init__(*args, **native)
+        for name, value in extra.items():
+            set_own_option(self, name, value)
 
     cls = type(base.__name__, (base,), {"__init__": __init__, "__module__": "trlshim"})
     cls.__doc__ = f"trlshim.{base.__name__}: {base.__module__}.{base.__name__} accepting every TRL release's fields."
@@ -319,10 +412,11 @@ def declare_moved(wing: str, trainer: str, config: str, homes: tuple, steps: tup
         name=f"{wing}.pipeline[{h.where}]", trainer=trainer, module=h.trainer_module, attribute=f"{trainer}.__init__",
         reason=f"{trainer} calls of every release, with their meaning", steps=steps, config_class=out.config_class,
         positional=positional, new_config=new_config(config.removesuffix("Config"), new_config_since),
-        versions=h.versions,
+        versions=h.versions, own_options=own_options, set_own_option=set_own_option,
     )) for h in homes)
     for where, module, versions in config_homes:
         config_row(f"{wing}_config.fields[{where}]", module, config, versions,
                    f"{config} in every release's spelling: removed fields explained, bf16 runnable where TRL >= 0.19 "
                    "defaults it on", removed)
+        emulated_fields_row(f"{wing}_config.emulated_fields[{where}]", module, config, versions, removed)
     return dataclasses.replace(out, pipelines=pipelines)

@@ -4,13 +4,16 @@ CPO (research: trl-rl-matrix.md section 4) took its options from ``CPOConfig`` s
 ``max_target_length`` removed at 0.11; ``tokenizer`` -> ``processing_class`` at 0.12; moved to
 ``trl.experimental.cpo`` at 0.26 (the old path a subclass shim until 0.29, then gone: ``common/moved_trainers.py``
 keeps the old imports working); the experimental config dropped ``max_prompt_length``, ``label_pad_token_id``
-and ``padding_value`` at 0.28 and ``truncation_mode`` at 1.0 (no prompt truncation there: a TypeError saying
-so, except values that mean what the release does anyway); ``bf16`` defaults to True from 0.19.
+and ``padding_value`` at 0.28 and ``truncation_mode`` at 1.0 (no prompt truncation there: trlshim keeps
+``max_prompt_length``/``truncation_mode`` on the config and ``common/pair_truncation.py`` cuts as TRL <= 0.27
+did; the others only at values that mean what the release does anyway, else a TypeError); ``bf16`` defaults to
+True from 0.19.
 ``learning_rate`` (1e-6 from 0.12) follows the installed release.
 """
 from __future__ import annotations
 
 from ...pipeline import step
+from ..common import pair_truncation
 from ..common.preference import (
     LEADING,
     Home,
@@ -21,22 +24,25 @@ from ..common.preference import (
     model_init_kwargs,
 )
 
+_EMULATED = "trlshim emulates it (patches/common/pair_truncation.py)"
+REMOVED = (
+    Removed("max_target_length", "0.11", "it only applied to encoder-decoder models: use max_completion_length"),
+    Removed("max_prompt_length", "0.28", _EMULATED, emulated=">=0.28"),
+    Removed("truncation_mode", "1.0", _EMULATED, emulated=">=0.28"),
+    Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
+    Removed("padding_value", "0.28", "the tokenizer's pad token is used", same=(None,)),
+)
+
 STEPS = (
     step("cpo.arguments", ">=0.7", "tokenizer/processing_class, CPOConfig fields given to the trainer, "
-         "TrainingArguments as CPOConfig", arguments("CPOTrainer"), expects=expects_trainer("CPOTrainer")),
+         "TrainingArguments as CPOConfig", arguments("CPOTrainer", removed=REMOVED),
+         expects=expects_trainer("CPOTrainer")),
     step("cpo.model_init_kwargs", ">=0.7", "model_init_kwargs keys in the spelling the release reads "
          "(torch_dtype <-> dtype); a torch.dtype as its name where TRL < 0.11 takes only that",
          model_init_kwargs("CPOTrainer", names_only_before="0.11")),
-)
-
-_NO_PROMPT_TRUNCATION = ("this release never truncates the prompt (only the responses, to max_length): truncate "
-                         "prompts in your dataset, or pin trl<0.28")
-REMOVED = (
-    Removed("max_target_length", "0.11", "it only applied to encoder-decoder models: use max_completion_length"),
-    Removed("max_prompt_length", "0.28", _NO_PROMPT_TRUNCATION),
-    Removed("truncation_mode", "1.0", _NO_PROMPT_TRUNCATION),
-    Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
-    Removed("padding_value", "0.28", "the tokenizer's pad token is used", same=(None,)),
+    step("cpo.max_prompt_length", ">=0.28", "max_prompt_length (removed in 0.28; truncation_mode from the config "
+         "at 1.0) cuts the prompt, then the responses, as TRL <= 0.27 did", pair_truncation.emulate("CPOTrainer"),
+         expects=pair_truncation.expects),
 )
 
 WING = declare_moved(

@@ -8,11 +8,13 @@ without GRPO (< 0.14) the target module does not exist and nothing fires.
 from __future__ import annotations
 
 from ...pipeline import Pipeline, register, step
-from . import arguments, config, rewards, truncation
+from . import arguments, batch, config, rewards, truncation
 
 STEPS = (
     step("grpo.arguments", ">=0.14", "tokenizer/processing_class, positionals by name, unknown arguments named, "
          "TrainingArguments as GRPOConfig", arguments.translate, expects=arguments.expects),
+    step("grpo.batch_meaning", ">=0.14", "with written_for: per_device_*_batch_size in the installed release's unit "
+         "(0.14 counted prompts, 0.15+ completions; x or / num_generations, same prompts per step)", batch.translate),
     step("grpo.reward_kwargs", ">=0.14", "reward functions without **kwargs get only the keyword arguments they "
          "accept (TRL adds completion_ids 0.18, trainer_state 0.20, log_extra/log_metric 1.0)", rewards.wrap),
     step("grpo.max_prompt_length", ">=0.29", "max_prompt_length truncates prompts as in TRL 0.14-0.27 (removed in "

@@ -1,0 +1,190 @@
+"""KTO ``max_prompt_length`` / ``truncation_mode`` (removed in TRL 0.27) with their old meaning on TRL 0.27-1.7.
+
+TRL 0.8-0.26 ``_process_tokens`` (``0.26.2:trl/experimental/kto/kto_trainer.py:L156-L217``): with ``max_length``
+less one for each BOS/EOS still to be added, when prompt + completion exceed it the prompt is cut to
+``max_prompt_length`` tokens (its LAST with ``truncation_mode="keep_end"``, the default; its first with
+``"keep_start"``), then, if still too long, the completion to ``max_length - max_prompt_length``. 0.27 removed both
+options and only cuts the completion. 0.27-1.7 keep the same pipeline (``_tokenize`` -> ``_process_tokens`` for the
+rows, then again with prefix ``KL_`` for the mismatched pairs), so the old rule is put in front of the module's
+``_process_tokens`` (a row): it cuts the raw ids the way 0.26 did before the release's own code runs (which then
+finds nothing to cut). The options travel to it on the trainer's own shallow copy of the tokenizer (``fn_kwargs``
+carries it, so ``datasets``' cache fingerprint and ``num_proc`` workers see them); the user's tokenizer is untouched.
+
+TRL >= 1.8 (KTO rewritten: ``_prepare_dataset`` tokenizes ``prompt_ids`` / ``completion_ids``, the completion
+already ending with EOS, and the collator keeps the first ``max_length`` tokens): the prepared datasets are cut by
+the same rule on those ids - prompt + completion over ``max_length``: the prompt keeps its last (``keep_end``) or
+first ``max_prompt_length`` tokens (a leading BOS kept in front), then the completion its first
+``max_length - max_prompt_length`` tokens (less the BOS), its EOS kept last as the old release re-added it. Whether
+there is a BOS is the release's tokenization's choice (0.26 always added one). The mismatched KL completions share the row's (cut) prompt there, so they are cut to fit it (0.26 cut
+each KL pair on its own). The release's "prompt fills max_length" filter runs after the cut, as it would.
+
+``max_completion_length`` only ever applied to encoder-decoder models (which 0.27+ KTO does not support): dropped
+with a report.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional
+
+from ... import report
+from ...translate import installed_label
+from ..common.preference import own_options
+
+MARK = "_trlshim_kto_truncation"
+MODES = ("keep_end", "keep_start")
+
+
+def old_rule(example, max_length: int, bos, eos, limit: int, keep_end: bool) -> dict:
+    """The raw ids of one example cut as TRL 0.26's ``_process_tokens`` did (before BOS/EOS are added)."""
+    p, pm = list(example["prompt_input_ids"]), list(example["prompt_attention_mask"])
+    a, am = list(example["answer_input_ids"]), list(example["answer_attention_mask"])
+    if p and bos != p[0]:
+        max_length -= 1
+    if a and eos != a[-1]:
+        max_length -= 1
+    if len(p) + len(a) > max_length:
+        p, pm = (p[-limit:], pm[-limit:]) if keep_end else (p[:limit], pm[:limit])
+    if len(p) + len(a) > max_length:
+        a, am = a[: max_length - limit], am[: max_length - limit]
+    return dict(example, prompt_input_ids=p, prompt_attention_mask=pm, answer_input_ids=a, answer_attention_mask=am)
+
+
+def process_tokens_wrapper(wrapped, instance, args, kwargs):
+    """Row wrapper of ``kto_trainer._process_tokens(example, model=None, **kwargs)``."""
+    tokenizer = kwargs.get("tokenizer")
+    plan = getattr(tokenizer, MARK, None) if tokenizer is not None else None
+    if plan is None or kwargs.get("max_length") is None:
+        return wrapped(*args, **kwargs)
+    args = list(args)
+    if args:
+        args[0] = old_rule(args[0], kwargs["max_length"], tokenizer.bos_token_id, tokenizer.eos_token_id, *plan)
+    else:
+        kwargs["example"] = old_rule(kwargs["example"], kwargs["max_length"], tokenizer.bos_token_id,
+                                     tokenizer.eos_token_id, *plan)
+    return wrapped(*args, **kwargs)
+
+
+def _plan(call) -> Optional[tuple]:
+    """``(limit, keep_end)`` from the options kept on the config, checked; None when there is nothing to cut."""
+    options = own_options(call.args)
+    if options.get("max_completion_length") is not None:
+        report.decided("KTOTrainer.max_completion_length", "trlshim: KTOTrainer: max_completion_length dropped "
+                       "(TRL <= 0.26 applied it to encoder-decoder models only, which "
+                       f"{installed_label()} does not support)")
+    limit = options.get("max_prompt_length")
+    mode = options.get("truncation_mode") or "keep_end"
+    if limit is None:
+        if mode != "keep_end":
+            report.decided("KTOTrainer.truncation_mode", f"trlshim: KTOTrainer: truncation_mode={mode!r} has no "
+                           f"effect without max_prompt_length ({installed_label()} never truncates the prompt)")
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise TypeError(f"KTOTrainer: max_prompt_length={limit!r} must be a positive int or None")
+    if mode not in MODES:
+        raise ValueError(f"KTOTrainer: unknown truncation_mode {mode!r} (one of {', '.join(MODES)})")
+    report.decided("KTOTrainer.max_prompt_length", f"trlshim: KTOTrainer: prompts cut to max_prompt_length={limit} "
+                   f"({mode}) and completions to max_length - max_prompt_length when too long, as TRL <= 0.26 did "
+                   f"({installed_label()} removed max_prompt_length)")
+    return limit, mode == "keep_end"
+
+
+def emulate(call) -> None:
+    """Step (TRL 0.27-1.7): the options kept on the config -> the trainer's tokenizer copy carries them."""
+    plan = _plan(call)
+    if plan is None:
+        return
+    tokenizer = call.kwargs.get("processing_class")
+    if tokenizer is None:
+        raise TypeError(f"KTOTrainer(max_prompt_length=...) on {installed_label()}: pass processing_class= (the "
+                        "tokenizer) so trlshim can truncate prompts as TRL <= 0.26 did")
+    carrier = copy.copy(tokenizer)
+    setattr(carrier, MARK, plan)
+    call.kwargs["processing_class"] = carrier
+
+    def done(c):
+        pc = getattr(c.instance, "processing_class", None)
+        if pc is not None:
+            vars(pc).pop(MARK, None)
+
+    call.after(done)
+
+
+def _cut(ids: list, n: int, eos) -> list:
+    """The first ``n`` of ``ids``, a final EOS kept last (the old release cut the text, then added EOS)."""
+    if len(ids) <= n:
+        return ids
+    if ids and ids[-1] == eos and eos is not None:
+        return ids[: max(n - 1, 0)] + [eos]
+    return ids[: max(n, 0)]
+
+
+def stable_rule(example, max_length: int, limit: int, keep_end: bool, bos, eos) -> dict:
+    """One prepared row of TRL >= 1.8 cut by the old rule (module docstring): a leading BOS stays in front of the
+    prompt's kept tokens and the completion keeps ``max_length - max_prompt_length`` tokens less that BOS, as
+    0.26 did (it cut the raw ids, then added BOS and EOS)."""
+    p, a = list(example["prompt_ids"]), list(example["completion_ids"])
+    head = p[:1] if p and bos is not None and p[0] == bos else []
+    if len(p) + len(a) > max_length:
+        body = p[len(head):]
+        p = head + (body[-limit:] if keep_end else body[:limit])
+    if len(p) + len(a) > max_length:
+        a = _cut(a, max_length - limit - len(head), eos)
+    out = {"prompt_ids": p, "completion_ids": a}
+    if "KL_completion_ids" in example:
+        out["KL_completion_ids"] = _cut(list(example["KL_completion_ids"]), max_length - len(p), eos)
+    return out
+
+
+def _copy_without_max_length(args: tuple, kw: dict) -> tuple:
+    """``_prepare_dataset(dataset, processing_class, args, name)`` with a config copy whose max_length is None
+    (the release's filter then runs after the cut); returns ``(args, kw, max_length)``."""
+    args = list(args)
+    cfg = kw["args"] if "args" in kw else args[1] if len(args) > 1 else None
+    length = getattr(cfg, "max_length", None)
+    if length is None:
+        return tuple(args), kw, None
+    new = copy.copy(cfg)
+    new.max_length = None
+    if "args" in kw:
+        kw = dict(kw, args=new)
+    else:
+        args[1] = new
+    return tuple(args), kw, length
+
+
+def emulate_stable(call) -> None:
+    """Step (TRL >= 1.8): cut the prepared datasets (module docstring)."""
+    plan = _plan(call)
+    instance = call.instance
+    if plan is None or instance is None:
+        return
+    limit, keep_end = plan
+    prepare: Callable = instance._prepare_dataset
+
+    def _prepare_dataset(dataset, *args, **kw):
+        args, kw, length = _copy_without_max_length(args, kw)
+        out = prepare(dataset, *args, **kw)
+        if length is None:
+            return out
+        names = getattr(out, "column_names", None) or []
+        if "prompt_ids" not in names or "completion_ids" not in names:
+            raise TypeError(f"KTOTrainer: trlshim cannot apply max_prompt_length to this dataset on {installed_label()} "
+                            f"(its prepared columns {names} have no prompt_ids/completion_ids; e.g. image data): "
+                            "truncate the dataset yourself, or use max_length")
+        tokenizer = getattr(instance, "_tokenizer", None) or instance.processing_class
+        ids = dict(bos=getattr(tokenizer, "bos_token_id", None), eos=getattr(tokenizer, "eos_token_id", None))
+        out = out.map(stable_rule, fn_kwargs=dict(max_length=length, limit=limit, keep_end=keep_end, **ids))
+        return out.filter(lambda example: len(example["prompt_ids"]) < length)  # as the release does
+
+    instance._prepare_dataset = _prepare_dataset
+    call.after(lambda c: vars(instance).pop("_prepare_dataset", None))
+
+
+def expects_stable(init) -> Optional[str]:
+    from trl.trainer.kto_trainer import KTOTrainer
+
+    return None if callable(getattr(KTOTrainer, "_prepare_dataset", None)) else "KTOTrainer has no _prepare_dataset"
+
+
+def expects_process_tokens(func) -> Optional[str]:
+    return None if callable(func) else "kto_trainer._process_tokens is not callable"
