@@ -134,7 +134,7 @@ def _kto_expected(tokenizer, rows, keep_end=True):
 
 
 def _kto_expected_18(tokenizer, rows, keep_end=True):
-    """TRL >= 1.8 tokenizes itself (``tokenizer(text)``, EOS appended to the completion text, no BOS added by the
+    """TRL >= 1.3 (the rewritten KTO) tokenizes itself (``tokenizer(text)``, EOS appended to the completion text, no BOS added by the
     trainer): the same rule on its ids - a leading BOS kept, the completion's EOS kept last."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     out = []
@@ -152,7 +152,7 @@ def _kto_expected_18(tokenizer, rows, keep_end=True):
 
 @pytest.mark.parametrize("keep_end", [True, False])
 def test_kto_fed_prompt_is_cut_as_before_027(tmp_path, tokenizer, keep_end):
-    """KTO (removed in 0.27): the same rows fed on 0.26 (natively) and 0.27-1.7 (emulated); on 1.8+ (emulated) the
+    """KTO (removed in 0.27): the same rows fed on 0.26 (natively) and 0.27-1.2 (emulated); on 1.3+ (emulated) the
     same rule on that release's own tokenization."""
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
@@ -173,7 +173,7 @@ def test_kto_fed_prompt_is_cut_as_before_027(tmp_path, tokenizer, keep_end):
     rec = helpers.Recorder(model)
     trainer.train()
     rec.remove()
-    expected = (_kto_expected_18 if trl_in(">=1.8") else _kto_expected)(tokenizer, rows, keep_end)
+    expected = (_kto_expected_18 if trl_in(">=1.3") else _kto_expected)(tokenizer, rows, keep_end)
     assert sorted(rec.rows()) == expected
     assert max(len(r) for r in expected) == MAX_LENGTH and sum(len(r) < MAX_LENGTH for r in expected) >= 1
     assert not hasattr(tokenizer, "_trlshim_kto_truncation")  # the user's tokenizer is untouched

@@ -138,19 +138,23 @@ def test_blocked_model_types_stay_off(tmp_path, monkeypatch):
 
 @needs_registry
 def test_skewed_lengths_train_padding_free_with_the_padded_loss(tmp_path, monkeypatch):
-    """On (as on a GPU), the model is fed flattened rows with per-example positions, runs trlshim_varlen during
-    train() only, and its per-step losses equal the padded run's (float32, same rows, same order)."""
+    """On (as on a GPU), the model is fed flattened rows with per-example positions and runs trlshim_varlen in
+    every training forward, during train() only. Its first loss (same weights, same rows) equals the padded
+    run's within the difference transformers' own eager and SDPA attention show on that padded batch (float32;
+    measured 0 to 1e-5 relative). Later steps are not compared: TRL 1.4-1.14's chunked LM head gives gradients
+    that depend on the batch layout (grad norm 3.175 vs 3.176 at step 2 on TRL 1.10, attention aside)."""
     if not packing._counts_shifted_labels():
         pytest.skip("this transformers' Trainer counts loss tokens on unshifted labels (auto padding-free stays off)")
     _pretend_cuda(monkeypatch)
     ds = _skewed()
 
-    def run(path, **cfg):
+    def run(path, attn="eager", **cfg):
         model = helpers.make_model()
+        model.config._attn_implementation = attn
         seen, losses = [], []
         model.register_forward_pre_hook(lambda m, a: seen.append(m.config._attn_implementation))
-        model.register_forward_hook(lambda m, a, out: losses.append(float(out.loss)) if m.training else None)
-        rec, _ = helpers.run_sft(path, ds, model=model, steps=3, max_length=64, **cfg)
+        model.register_forward_hook(lambda m, a, out: losses.append(out.loss.item()) if m.training else None)
+        rec, _ = helpers.run_sft(path, ds, model=model, steps=2, max_length=64, **cfg)
         return rec, losses, seen, model
 
     rec, on, seen, model = run(tmp_path / "on", auto_padding_free=None)
@@ -161,9 +165,11 @@ def test_skewed_lengths_train_padding_free_with_the_padded_loss(tmp_path, monkey
     for call in rec.calls:  # flattened rows, positions restarting per example, no padding
         assert call["input_ids"].shape[0] == 1 and "position_ids" in call
         assert (call["position_ids"][0] == 0).sum() == 4
-    _, off, _, _ = run(tmp_path / "off", auto_padding_free=False)
-    assert len(on) == len(off) == 3
-    assert on == pytest.approx(off, rel=1e-5)
+    off_rec, off, _, _ = run(tmp_path / "off", auto_padding_free=False)
+    _, off_sdpa, _, _ = run(tmp_path / "sdpa", attn="sdpa", auto_padding_free=False)
+    assert [ids for ids, _ in helpers.fed_examples(rec)] == [ids for ids, _ in helpers.fed_examples(off_rec)]
+    noise = abs(off_sdpa[0] - off[0])
+    assert abs(on[0] - off[0]) <= max(2 * noise, 1e-6 * abs(off[0])), (on[0], off[0], off_sdpa[0])
 
 
 def test_doctor_shows_the_decision_inputs(capsys):

@@ -22,7 +22,7 @@ from . import truncation
 POSITIONAL = ("model", "ref_model", "args")
 
 _EXPERIMENTAL = ">=0.26,<1.8"
-_EMULATED = ">=0.27"  # truncation.py: in front of _process_tokens (0.27-1.7) / on _prepare_dataset's output (1.8+)
+_EMULATED = ">=0.27"  # truncation.py: in front of _process_tokens (0.27-1.2) / on _prepare_dataset's output (1.3+)
 _NO_PROMPT_TRUNCATION = "trlshim emulates it (patches/kto/truncation.py)"
 REMOVED = (
     Removed("max_prompt_length", "0.27", _NO_PROMPT_TRUNCATION, emulated=_EMULATED),
@@ -45,13 +45,13 @@ STEPS = (
     step("kto.model_init_kwargs", ">=0.7", "model_init_kwargs/ref_model_init_kwargs keys in the spelling the "
          "release reads (torch_dtype <-> dtype); a torch.dtype as its name where TRL < 0.11 takes only that",
          model_init_kwargs("KTOTrainer", names_only_before="0.11")),
-    step("kto.max_prompt_length", ">=0.27,<1.8", "max_prompt_length/truncation_mode (removed in 0.27) cut the prompt, "
+    step("kto.max_prompt_length", ">=0.27,<1.3", "max_prompt_length/truncation_mode (removed in 0.27) cut the prompt, "
          "then the completion, as TRL <= 0.26 did", truncation.emulate),
-    step("kto.max_prompt_length.stable", ">=1.8", "max_prompt_length/truncation_mode (removed in 0.27) cut the prepared "
+    step("kto.max_prompt_length.stable", ">=1.3", "max_prompt_length/truncation_mode (removed in 0.27) cut the prepared "
          "prompt, then the completion, as TRL <= 0.26 did", truncation.emulate_stable, expects=truncation.expects_stable),
 )
 
-row("kto.process_tokens", "trl.experimental.kto.kto_trainer", "_process_tokens", ">=0.27,<1.8",
+row("kto.process_tokens", "trl.experimental.kto.kto_trainer", "_process_tokens", ">=0.27,<1.3",
     "the TRL <= 0.26 prompt/completion cut in front of _process_tokens when max_prompt_length is emulated",
     wrapper=truncation.process_tokens_wrapper, expects=truncation.expects_process_tokens)
 

@@ -1,16 +1,16 @@
-"""KTO ``max_prompt_length`` / ``truncation_mode`` (removed in TRL 0.27) with their old meaning on TRL 0.27-1.7.
+"""KTO ``max_prompt_length`` / ``truncation_mode`` (removed in TRL 0.27) with their old meaning on TRL >= 0.27.
 
 TRL 0.8-0.26 ``_process_tokens`` (``0.26.2:trl/experimental/kto/kto_trainer.py:L156-L217``): with ``max_length``
 less one for each BOS/EOS still to be added, when prompt + completion exceed it the prompt is cut to
 ``max_prompt_length`` tokens (its LAST with ``truncation_mode="keep_end"``, the default; its first with
 ``"keep_start"``), then, if still too long, the completion to ``max_length - max_prompt_length``. 0.27 removed both
-options and only cuts the completion. 0.27-1.7 keep the same pipeline (``_tokenize`` -> ``_process_tokens`` for the
+options and only cuts the completion. 0.27-1.2 keep the same pipeline (``_tokenize`` -> ``_process_tokens`` for the
 rows, then again with prefix ``KL_`` for the mismatched pairs), so the old rule is put in front of the module's
 ``_process_tokens`` (a row): it cuts the raw ids the way 0.26 did before the release's own code runs (which then
 finds nothing to cut). The options travel to it on the trainer's own shallow copy of the tokenizer (``fn_kwargs``
 carries it, so ``datasets``' cache fingerprint and ``num_proc`` workers see them); the user's tokenizer is untouched.
 
-TRL >= 1.8 (KTO rewritten: ``_prepare_dataset`` tokenizes ``prompt_ids`` / ``completion_ids``, the completion
+TRL >= 1.3 (KTO rewritten in ``trl.experimental`` at 1.3, promoted to ``trl.trainer`` at 1.8: ``_prepare_dataset`` tokenizes ``prompt_ids`` / ``completion_ids``, the completion
 already ending with EOS, and the collator keeps the first ``max_length`` tokens): the prepared datasets are cut by
 the same rule on those ids - prompt + completion over ``max_length``: the prompt keeps its last (``keep_end``) or
 first ``max_prompt_length`` tokens (a leading BOS kept in front), then the completion its first
@@ -89,7 +89,7 @@ def _plan(call) -> Optional[tuple]:
 
 
 def emulate(call) -> None:
-    """Step (TRL 0.27-1.7): the options kept on the config -> the trainer's tokenizer copy carries them."""
+    """Step (TRL 0.27-1.2): the options kept on the config -> the trainer's tokenizer copy carries them."""
     plan = _plan(call)
     if plan is None:
         return
@@ -119,7 +119,7 @@ def _cut(ids: list, n: int, eos) -> list:
 
 
 def stable_rule(example, max_length: int, limit: int, keep_end: bool, bos, eos) -> dict:
-    """One prepared row of TRL >= 1.8 cut by the old rule (module docstring): a leading BOS stays in front of the
+    """One prepared row of TRL >= 1.3 cut by the old rule (module docstring): a leading BOS stays in front of the
     prompt's kept tokens and the completion keeps ``max_length - max_prompt_length`` tokens less that BOS, as
     0.26 did (it cut the raw ids, then added BOS and EOS)."""
     p, a = list(example["prompt_ids"]), list(example["completion_ids"])
@@ -153,7 +153,7 @@ def _copy_without_max_length(args: tuple, kw: dict) -> tuple:
 
 
 def emulate_stable(call) -> None:
-    """Step (TRL >= 1.8): cut the prepared datasets (module docstring)."""
+    """Step (TRL >= 1.3): cut the prepared datasets (module docstring)."""
     plan = _plan(call)
     instance = call.instance
     if plan is None or instance is None:
@@ -181,9 +181,11 @@ def emulate_stable(call) -> None:
 
 
 def expects_stable(init) -> Optional[str]:
-    from trl.trainer.kto_trainer import KTOTrainer
+    """The class whose ``__init__`` the pipeline wraps (experimental 1.3-1.7, ``trl.trainer`` from 1.8)."""
+    import sys
 
-    return None if callable(getattr(KTOTrainer, "_prepare_dataset", None)) else "KTOTrainer has no _prepare_dataset"
+    cls = getattr(sys.modules.get(getattr(init, "__module__", None) or ""), "KTOTrainer", None)
+    return None if callable(getattr(cls, "_prepare_dataset", None)) else "KTOTrainer has no _prepare_dataset"
 
 
 def expects_process_tokens(func) -> Optional[str]:
