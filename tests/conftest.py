@@ -32,14 +32,6 @@ def _fresh_accelerate_state():
     for k in [k for k in os.environ if k.startswith("ACCELERATE_")]:
         del os.environ[k]
     os.environ.update(saved)
-    try:
-        from accelerate.state import AcceleratorState, PartialState
-    except ImportError:
-        return
-    for cls in (AcceleratorState, PartialState):
-        reset = getattr(cls, "_reset_state", None)
-        if reset is not None:
-            try:
-                reset(True) if cls is AcceleratorState else reset()
-            except TypeError:
-                reset()
+    from corpus._support import reset_accelerate
+
+    reset_accelerate()

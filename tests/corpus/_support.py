@@ -159,7 +159,8 @@ def run(path, args=()) -> tuple:
     return recorders[0], script_globals
 
 
-def _reset_accelerate():
+def reset_accelerate():
+    """accelerate's process-wide state singletons cleared (a script's mixed precision must not decide the next's)."""
     try:
         from accelerate.state import AcceleratorState, PartialState
     except ImportError:
@@ -183,7 +184,7 @@ def main(out_json: str, jobs_json: str) -> None:
         os.environ.update(job["environ"])
         for key in [k for k in os.environ if k.startswith("ACCELERATE_")]:  # one script's precision is not the next's
             del os.environ[key]
-        _reset_accelerate()
+        reset_accelerate()
         rec, _ = run(job["path"], job["argv"])
         results[job["path"]] = fed_per_forward(rec)
     with open(out_json, "w") as fh:
