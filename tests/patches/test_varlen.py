@@ -79,6 +79,7 @@ def test_padding_waste():
     assert lengths.padding_waste([100] * 64, 8, None) == 0.0
     assert lengths.padding_waste([10, 100] * 32, 8, None) == pytest.approx(1 - 55 / 100)
     assert lengths.padding_waste([10, 100] * 32, 8, 10) == 0.0  # capped at max_length: all equal
+    assert lengths.padding_waste([10, 100, 10], 8, None) == pytest.approx(1 - 120 / 300)  # fewer rows than a batch
 
 
 def _pretend_cuda(monkeypatch):

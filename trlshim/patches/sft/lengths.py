@@ -23,20 +23,20 @@ def sample_lengths(dataset, tokenizer, text_field: str | None) -> list[int] | No
         return None  # an IterableDataset or a plain iterable: not sampled (reading it would consume it)
     if n == 0:
         return None
-    rows = random.Random(0).sample(range(n), min(n, SAMPLE))
+    sample = dataset.select(random.Random(0).sample(range(n), min(n, SAMPLE)))  # one read of the sampled rows
     if "input_ids" in columns:
-        return [len(dataset[i]["input_ids"]) for i in rows]
+        return [len(ids) for ids in sample["input_ids"]]
     if tokenizer is None:
         return None
     field = text_field or "text"
     if field in columns:
-        texts = [dataset[i][field] for i in rows]
+        texts = list(sample[field])  # datasets >= 4 returns a lazy Column
         if all(isinstance(t, str) for t in texts):
             return [len(ids) for ids in tokenizer(texts)["input_ids"]]
         return None
     if "messages" in columns and getattr(tokenizer, "chat_template", None):
         try:
-            return [len(tokenizer.apply_chat_template(dataset[i]["messages"], tokenize=True)) for i in rows]
+            return [len(tokenizer.apply_chat_template(msgs, tokenize=True)) for msgs in sample["messages"]]
         except Exception:  # a template that needs other inputs: unknown, not an error
             return None
     return None
@@ -48,7 +48,7 @@ def padding_waste(lengths: list[int], batch_size: int, max_length: int | None) -
     order = capped[:]
     random.Random(0).shuffle(order)
     real = padded = 0
-    for i in range(0, len(order) - batch_size + 1 or 1, batch_size):
+    for i in range(0, len(order), batch_size):  # the last batch may be short, as the Trainer feeds it
         batch = order[i:i + batch_size]
         real += sum(batch)
         padded += len(batch) * max(batch)
