@@ -16,6 +16,8 @@ Public API:
       (an instance attribute changed under the handle's undo)
   head_refusal(lm_head) / weight_refusal(weight) -> str | None: why the fused head cannot read it
       (a DTensor/FSDP2 shard, a ZeRO-3 partition, a quantized weight, not a plain Linear)
+  offload_checkpoints(model) -> undo ; offloaded_checkpoint_function(inner=None) ; offload_refusal(model) ;
+      offloaded_calls(model): checkpointed layer inputs kept in pinned host memory, copied on a side stream
   last_stats(model) -> CEStats | None  (n_correct, entropy_sum, n_tokens of the last fused-CE forward;
       also on output.kernel_stats and handle.last_stats) ; supported_model_types() ; unwrap_model(model)
 This package never imports trl or trlshim. Triton is optional: without it (or on CPU without
@@ -36,6 +38,7 @@ from .models import (
     unwrap_model,
     weight_refusal,
 )
+from .offload import offload_checkpoints, offload_refusal, offloaded_calls, offloaded_checkpoint_function
 from .reference import CEStats
 from .rms_norm import rms_norm
 from .rope import apply_rotary, rotary_supported
@@ -43,6 +46,7 @@ from .swiglu import geglu, glu_mlp, swiglu
 
 __all__ = [
     "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "apply_to_model", "fused_linear_cross_entropy",
-    "geglu", "glu_mlp", "head_refusal", "interpreting", "last_stats", "rms_norm", "rope_active", "rope_scope", "rotary_supported", "route_rotary",
+    "geglu", "glu_mlp", "head_refusal", "interpreting", "last_stats", "offload_checkpoints", "offload_refusal",
+    "offloaded_calls", "offloaded_checkpoint_function", "rms_norm", "rope_active", "rope_scope", "rotary_supported", "route_rotary",
     "routed_rotary", "supported_model_types", "swiglu", "unwrap_model", "weight_refusal",
 ]

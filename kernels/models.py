@@ -80,6 +80,7 @@ class KernelHandle:
     fallbacks: Dict[str, str] = field(default_factory=dict)
     last_stats: Optional[CEStats] = None
     _saved: List[Tuple[Any, str, Any]] = field(default_factory=list, repr=False)
+    _undo: List[Any] = field(default_factory=list, repr=False)
 
     def _set(self, obj, name, value):
         self._saved.append((obj, name, obj.__dict__.get(name, _MISSING)))
@@ -95,12 +96,19 @@ class KernelHandle:
             self.fallbacks[kernel] = reason
             _log.warning("trlshim_kernels: %s not used for this call: %s", kernel, reason)
 
+    def on_undo(self, fn) -> None:
+        """Run ``fn()`` at ``undo()`` (before the replaced attributes are restored), e.g. the undo of
+        :func:`offload_checkpoints`."""
+        self._undo.append(fn)
+
     @property
     def active(self) -> bool:
-        return bool(self._saved)
+        return bool(self._saved) or bool(self._undo)
 
     def undo(self) -> None:
         """Restore every replaced attribute (idempotent)."""
+        while self._undo:
+            self._undo.pop()()
         while self._saved:
             obj, name, old = self._saved.pop()
             if old is _MISSING:

@@ -210,3 +210,43 @@ def test_fused_head_refuses_weights_that_are_not_the_whole_matrix():
     assert "quantized" in kernels.weight_refusal(torch.zeros(4, 4, dtype=torch.uint8))
     head.weight.quant_state = object()
     assert "quantized" in kernels.head_refusal(head)
+
+
+def test_gradient_checkpointing_offloads_layer_inputs(tmp_path, tokenizer, monkeypatch):
+    """With gradient checkpointing on (TRL's default from 0.20) the routed model keeps each checkpointed layer
+    input in host memory until its backward (trlshim_kernels.offload_checkpoints): every layer call of every
+    step goes through the offload, the losses equal the run without it, and unpatch restores transformers'
+    own checkpoint functions. (The model is on CPU here: CUDA is faked for the routing decision and the
+    offload told to copy CPU tensors; the side-stream copies are measured on the GPU.)"""
+    pytest.importorskip("triton")
+    kernels = pytest.importorskip("trlshim_kernels")
+    if not kernels.HAS_TRITON:
+        pytest.skip("triton present but unusable")
+    import functools
+
+    from trlshim.patches.sft import kernel_routing
+
+    monkeypatch.setenv("TRLSHIM_KERNELS_ON_CPU", "1")
+    monkeypatch.setattr(kernel_routing, "_on_cuda", lambda model: True)
+    monkeypatch.setattr(kernels, "offload_checkpoints", functools.partial(kernels.offload_checkpoints, allow_cpu=True))
+    monkeypatch.setenv("TRLSHIM_OFFLOAD_CHECKPOINTS", "0")
+    _, _, kept, _ = _train(tmp_path / "kept", tokenizer, gradient_checkpointing=True)
+    assert any("checkpointed activations stay on the GPU: TRLSHIM_OFFLOAD_CHECKPOINTS=0" in m for m in report.applied())
+    monkeypatch.delenv("TRLSHIM_OFFLOAD_CHECKPOINTS")
+    trainer, model, offloaded, _ = _train(tmp_path / "offloaded", tokenizer, gradient_checkpointing=True)
+    layers = model.config.num_hidden_layers
+    assert kernels.offloaded_calls(model) == 3 * layers  # 3 steps, one call per layer each, all offloaded
+    assert len(kept) == len(offloaded) == 3
+    for a, b in zip(kept, offloaded):
+        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+    assert any("checkpointed layer inputs offloaded" in m for m in report.applied())
+    trlshim.unpatch()
+    try:
+        assert kernels.offloaded_calls(model) == 0  # no layer holds the offloading function any more
+        assert "gradient_checkpointing_enable" not in vars(model)
+    finally:
+        trlshim.patch()
+    monkeypatch.setattr(kernel_routing, "_on_cuda", lambda model: False)
+    _, model, _, _ = _train(tmp_path / "cpu", tokenizer, gradient_checkpointing=True)
+    assert kernels.offloaded_calls(model) == 0
+    assert any("stay on the GPU: the model is not on CUDA" in m for m in report.applied())

@@ -194,6 +194,7 @@ def _route(trainer, liger_replaced: bool):
     handle = trlshim_kernels.apply_to_model(model, rope=rope, fused_linear_cross_entropy=why_not_ce is None)
     if "fused_linear_cross_entropy" in handle.applied and metric_path() is not None:
         handle.replace(lm, "forward", _liger_style_forward(lm.forward, handle))
+    _offload_checkpoints(trainer, lm, handle)
     undo = weakref.WeakMethod(handle.undo)  # unpatch undoes it; a dropped trainer's model is not kept alive
     on_unpatch(lambda: undo() and undo()())
     trainer._trlshim_kernels = handle
@@ -204,6 +205,33 @@ def _route(trainer, liger_replaced: bool):
                     if k not in ("fused_linear_cross_entropy", "rope"))
     via = " instead of Liger (not installed)" if liger_replaced else ""
     report.decided(f"kernels.{mtype}", f"trlshim: Triton kernels routed{via} into {mtype}: {parts}{note}")
+
+
+def offload_blocker(trainer, lm) -> str | None:
+    """Why checkpointed layer inputs stay on the GPU (None: they go to pinned host memory during training)."""
+    args = getattr(trainer, "args", None)
+    if flag("TRLSHIM_OFFLOAD_CHECKPOINTS") is False:
+        return "TRLSHIM_OFFLOAD_CHECKPOINTS=0"
+    if not getattr(args, "gradient_checkpointing", False):
+        return "gradient checkpointing is off"
+    if not _on_cuda(lm):
+        return "the model is not on CUDA"
+    accelerator = getattr(trainer, "accelerator", None)
+    if getattr(accelerator, "num_processes", 1) > 1:
+        return "more than one process (the recompute runs inside the backward, outside DDP/FSDP's hooks)"
+    return sys.modules["trlshim_kernels"].offload_refusal(lm)
+
+
+def _offload_checkpoints(trainer, lm, handle) -> None:
+    """Route gradient checkpointing through ``trlshim_kernels.offload_checkpoints`` (the layer inputs kept
+    in pinned host memory, copied on a side stream: -layers x tokens x hidden bytes of GPU memory at no
+    step time where the copies hide behind compute). Logged once per outcome."""
+    why = offload_blocker(trainer, lm)
+    if why:
+        return report.decided(f"kernels.offload.kept.{why}", f"trlshim: checkpointed activations stay on the GPU: {why}")
+    handle.on_undo(sys.modules["trlshim_kernels"].offload_checkpoints(lm))
+    report.decided("kernels.offload", "trlshim: checkpointed layer inputs offloaded to pinned host memory during "
+                   "training (side-stream copies; TRLSHIM_OFFLOAD_CHECKPOINTS=0 keeps them on the GPU)")
 
 
 def route(call) -> None:

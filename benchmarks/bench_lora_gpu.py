@@ -1,0 +1,138 @@
+"""TRL SFTTrainer at its defaults (gradient checkpointing on), LoRA r16 on all linear layers and full fine-tune:
+stock TRL, TRL + Liger, TRL through trlshim with and without offloaded checkpoints, side by side in one run.
+
+The workload of ``../shared/bench/lora_sft.py`` and ``../shared/bench/unsloth_sft.py`` (Llama-3.2-1B shape, random
+weights, bf16, 4x2048 pre-tokenized random rows, 18 steps, lr 1e-5), so Unsloth's numbers from that script,
+run in the same call, sit beside these. Each variant runs in a fresh subprocess. Per variant: median step
+tok/s (steps 3-18), TRL's own count (train_runtime, cold start included), peak GiB over the whole run and the
+peak of the forward and of the backward+optimizer separately (reset between them), the first losses.
+
+    python benchmarks/bench_lora_gpu.py OUT.json [lora:stock,lora:liger,lora:ours,lora:ours_keep,full:...]
+    SMALL=1 python benchmarks/bench_lora_gpu.py /tmp/x.json   # CPU smoke test of the script
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+SMALL = os.environ.get("SMALL") == "1"
+DEFAULT = "lora:stock,lora:liger,lora:ours,lora:ours_keep,full:stock,full:liger,full:ours,full:ours_keep"
+
+
+def child(mode: str, variant: str) -> dict:
+    if variant.startswith("ours"):
+        if variant == "ours_keep":
+            os.environ["TRLSHIM_OFFLOAD_CHECKPOINTS"] = "0"
+        os.environ["TRLSHIM_AUTO_PADDING_FREE"] = "0"  # fixed-length rows: nothing to gain, same batches as stock
+        import trlshim  # noqa: F401
+    import datasets
+    import torch
+    import trl
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
+
+    cuda = torch.cuda.is_available()
+    if SMALL:
+        cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, vocab_size=1000)
+        b, t, steps = 2, 32, 4
+    else:
+        cfg = LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                          num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True,
+                          max_position_embeddings=8192, rope_theta=500000.0)
+        b, t, steps = 4, 2048, 18
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    if cuda:
+        model = model.cuda()
+    tk = Tokenizer(models.WordLevel({"<pad>": 0, "<eos>": 1, "<unk>": 2}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    g = torch.Generator().manual_seed(0)
+    ds = datasets.Dataset.from_list([{"input_ids": torch.randint(4, cfg.vocab_size, (t,), generator=g).tolist()}
+                                     for _ in range(b * (steps + 2))])
+    phases = {"forward": 0.0, "backward": 0.0}
+    stamps = []
+
+    def after_forward(module, inputs, output):
+        if cuda and module.training:
+            phases["forward"] = max(phases["forward"], torch.cuda.max_memory_allocated() / 2**30)
+            torch.cuda.reset_peak_memory_stats()
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            if cuda:
+                torch.cuda.synchronize()
+            stamps.append(time.perf_counter())
+
+        def on_step_end(self, *a, **k):
+            if cuda:
+                phases["backward"] = max(phases["backward"], torch.cuda.max_memory_allocated() / 2**30)
+                torch.cuda.reset_peak_memory_stats()
+
+    args = trl.SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=b, max_steps=steps, logging_steps=1,
+                         report_to=[], bf16=cuda, save_strategy="no", learning_rate=1e-5, max_length=t,
+                         use_liger_kernel=variant == "liger", dataloader_num_workers=0)
+    peft = None
+    if mode == "lora":
+        from peft import LoraConfig
+
+        peft = LoraConfig(r=16, lora_alpha=16, task_type="CAUSAL_LM", target_modules=[
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Clock()],
+                             peft_config=peft)
+    trainer.model.register_forward_hook(after_forward)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    out = trainer.train()
+    if cuda:
+        torch.cuda.synchronize()
+    stamps.append(time.perf_counter())
+    dts = sorted(y - x for x, y in zip(stamps[2:], stamps[3:]))
+    kernels = sys.modules.get("trlshim_kernels")
+    lm = kernels.unwrap_model(trainer.model) if kernels else None
+    return {
+        "mode": mode, "variant": variant, "trl": trl.__version__, "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "median_step_tok_s": b * t / dts[len(dts) // 2],
+        "trl_count_tok_s": steps * b * t / out.metrics["train_runtime"],
+        "peak_GiB": max(phases.values()), "forward_peak_GiB": phases["forward"], "backward_peak_GiB": phases["backward"],
+        "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e][:4],
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "offloaded_layer_calls": kernels.offloaded_calls(lm) if kernels else None,
+        "kernels": dict(trainer._trlshim_kernels.applied) if hasattr(trainer, "_trlshim_kernels") else None,
+    }
+
+
+def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        mode, variant = sys.argv[2].split(":")
+        print("RESULT " + json.dumps(child(mode, variant)), flush=True)
+        return
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(tempfile.gettempdir(), "lora_gpu.json")
+    names = (sys.argv[2] if len(sys.argv) > 2 else DEFAULT).split(",")
+    res = {}
+    for name in names:
+        p = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, timeout=400)
+        line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+        res[name] = json.loads(line[7:]) if line else {"error": (p.stderr or p.stdout)[-1500:]}
+        print(name, json.dumps(res[name])[:700], flush=True)
+    for mode in ("lora", "full"):
+        for v in ("ours", "ours_keep"):
+            mine = res.get(f"{mode}:{v}", {})
+            for peer in ("stock", "liger"):
+                other = res.get(f"{mode}:{peer}", {})
+                for k in ("median_step_tok_s", "trl_count_tok_s", "peak_GiB"):
+                    if mine.get(k) and other.get(k):
+                        res.setdefault("ratios", {})[f"{mode}:{v}/{peer}:{k}"] = mine[k] / other[k]
+    json.dump(res, open(out, "w"), indent=1)
+    print(json.dumps(res.get("ratios", {}), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""Gradient checkpointing whose saved layer inputs wait in pinned host memory, copied off and back on a
+side stream so the copies overlap compute.
+
+Why: under gradient checkpointing the only activations kept between forward and backward are each
+checkpointed layer's input (``layers x tokens x hidden`` values: 0.5 GiB for a 16-layer, 2048-wide model
+at 4x2048 tokens). For LoRA that is a large part of what sits on the GPU beside the frozen weights.
+transformers >= 5.x has ``gradient_checkpointing_enable(offload=True)`` (``save_on_cpu``), which copies on
+the compute stream and makes each step slower; Unsloth's offloaded checkpointing does the same. Here the
+device-to-host copy of a layer's input runs on a copy stream while the next layer computes, and in the
+backward the input of the layer *before* the one being recomputed is fetched back while that one runs
+(layers are backwarded in the reverse order of their forwards), so only about one layer input is on the
+GPU at a time and the copies hide behind compute.
+
+The recompute is reentrant-style (a ``torch.autograd.Function`` runs the layer again under
+``enable_grad`` in its backward): the CPU and CUDA RNG states and the autocast state of the forward are
+restored for it, as ``torch.utils.checkpoint`` does. A call the offload cannot take - the first argument
+is not a tensor that requires grad, another argument requires grad, grad mode is off, a selective
+checkpointing ``context_fn`` - goes to the checkpoint function it wraps, unchanged.
+
+Public: :func:`offloaded_checkpoint_function` (wrap one checkpoint function), :func:`offload_checkpoints`
+(a transformers model: every layer's ``_gradient_checkpointing_func``, now and at each later
+``gradient_checkpointing_enable``), :func:`offload_refusal` (why a model's checkpointing cannot be
+offloaded). This module never imports trl or trlshim.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from typing import Callable, List, Optional
+
+import torch
+
+_ATTR = "_gradient_checkpointing_func"
+
+
+class _Pool:
+    """Pinned host buffers, reused by (shape, dtype). Every copy into or out of them runs on the one copy
+    stream of their device, so stream order alone keeps a buffer's reuse after its last copy."""
+
+    def __init__(self):
+        self._free = {}
+        self._lock = threading.Lock()
+
+    def get(self, like: torch.Tensor) -> torch.Tensor:
+        key = (tuple(like.shape), like.dtype)
+        with self._lock:
+            free = self._free.get(key)
+            if free:
+                return free.pop()
+        return torch.empty(like.shape, dtype=like.dtype, device="cpu", pin_memory=like.is_cuda)
+
+    def put(self, buf: torch.Tensor) -> None:
+        with self._lock:
+            self._free.setdefault((tuple(buf.shape), buf.dtype), []).append(buf)
+
+
+class _Entry:
+    __slots__ = ("host", "device", "on_device", "ready", "__weakref__")
+
+    def __init__(self, host, device):
+        self.host, self.device, self.on_device, self.ready = host, device, None, None
+
+
+class _Offloader:
+    """The copy stream, buffer pool and the stack of layer inputs waiting for their backward."""
+
+    def __init__(self):
+        self.pool = _Pool()
+        self.streams = {}
+        self.stack: List[weakref.ref] = []
+        self.copies = 0  # device->host copies made (tests and benchmarks read it)
+
+    def _stream(self, device):
+        if device.type != "cuda":
+            return None
+        if device not in self.streams:
+            self.streams[device] = torch.cuda.Stream(device=device)
+        return self.streams[device]
+
+    def save(self, x: torch.Tensor) -> _Entry:
+        host = self.pool.get(x)
+        stream = self._stream(x.device)
+        if stream is None:
+            host.copy_(x)
+        else:
+            stream.wait_stream(torch.cuda.current_stream(x.device))  # x is computed
+            with torch.cuda.stream(stream):
+                host.copy_(x, non_blocking=True)
+            x.record_stream(stream)  # x's memory is not reused before the copy has read it
+        entry = _Entry(host, x.device)
+        weakref.finalize(entry, self.pool.put, host)  # back to the pool once its backward (or graph) is gone
+        self.stack.append(weakref.ref(entry))
+        self.copies += 1
+        return entry
+
+    def _fetch(self, entry: _Entry) -> None:
+        stream = self._stream(entry.device)
+        if stream is None:
+            entry.on_device = entry.host.clone()
+            return
+        with torch.cuda.stream(stream):
+            entry.on_device = entry.host.to(entry.device, non_blocking=True)
+        entry.ready = stream.record_event()
+
+    def load(self, entry: _Entry) -> torch.Tensor:
+        """The entry's tensor on its device, ready on the current stream; starts fetching the input of the
+        layer whose backward comes next."""
+        self.stack = [r for r in self.stack if r() is not None and r() is not entry]
+        if entry.on_device is None:
+            self._fetch(entry)
+        if self.stack:
+            nxt = self.stack[-1]()
+            if nxt is not None and nxt.on_device is None:
+                self._fetch(nxt)
+        x = entry.on_device
+        entry.on_device = None
+        if entry.ready is not None:
+            current = torch.cuda.current_stream(entry.device)
+            current.wait_event(entry.ready)
+            x.record_stream(current)
+        return x
+
+
+_OFFLOADER = _Offloader()
+
+
+def _autocast_state():
+    out = {}
+    for kind in ("cuda", "cpu"):
+        try:
+            out[kind] = (torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
+        except (TypeError, AttributeError, RuntimeError):  # older torch: no per-device query
+            pass
+    return out, torch.is_autocast_cache_enabled()
+
+
+class _OffloadedLayer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, fn, x, *rest):
+        ctx.fn, ctx.rest = fn, rest
+        ctx.input_requires_grad = x.requires_grad
+        ctx.cpu_rng = torch.get_rng_state()
+        ctx.cuda_rng = torch.cuda.get_rng_state(x.device) if x.is_cuda else None
+        ctx.autocast = _autocast_state()
+        out = fn(x, *rest)
+        ctx.entry = _OFFLOADER.save(x.detach())
+        return out
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x = _OFFLOADER.load(ctx.entry).detach().requires_grad_(ctx.input_requires_grad)
+        ctx.entry = None
+        devices = [x.device] if x.is_cuda else []
+        (states, cache) = ctx.autocast
+        with torch.random.fork_rng(devices=devices, enabled=True):
+            torch.set_rng_state(ctx.cpu_rng)
+            if ctx.cuda_rng is not None:
+                torch.cuda.set_rng_state(ctx.cuda_rng, x.device)
+            with torch.enable_grad(), _autocast(states, cache):
+                out = ctx.fn(x, *ctx.rest)
+        outs = out if isinstance(out, tuple) else (out,)
+        pairs = [(o, g) for o, g in zip(outs, grads)
+                 if isinstance(o, torch.Tensor) and o.requires_grad and g is not None]
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        return (None, x.grad) + (None,) * len(ctx.rest)
+
+
+class _autocast:
+    def __init__(self, states, cache):
+        self.ctxs = [torch.autocast(kind, enabled=on, dtype=dtype, cache_enabled=cache)
+                     for kind, (on, dtype) in states.items()]
+
+    def __enter__(self):
+        for c in self.ctxs:
+            c.__enter__()
+
+    def __exit__(self, *exc):
+        for c in reversed(self.ctxs):
+            c.__exit__(*exc)
+
+
+class OffloadingCheckpoint:
+    """A drop-in for a layer's checkpoint function (``func(fn, *args, **kwargs)``): offloads where it can,
+    otherwise calls ``inner`` (the function it replaced, kept for undo)."""
+
+    def __init__(self, inner: Callable, allow_cpu: bool = False):
+        self.inner = inner
+        self.allow_cpu = allow_cpu
+        keywords = getattr(inner, "keywords", None) or {}
+        self.blocked = "context_fn" in keywords  # selective checkpointing decides what to keep: leave it be
+        self.offloaded_calls = 0
+
+    def __call__(self, fn, *args, **kwargs):
+        x = args[0] if args else None
+        if (self.blocked or kwargs or not torch.is_grad_enabled() or not isinstance(x, torch.Tensor)
+                or not x.requires_grad or not (x.is_cuda or self.allow_cpu)
+                or any(isinstance(a, torch.Tensor) and a.requires_grad for a in args[1:])):
+            return self.inner(fn, *args, **kwargs)
+        self.offloaded_calls += 1
+        return _OffloadedLayer.apply(fn, *args)
+
+
+def offloaded_checkpoint_function(inner: Callable = None, *, allow_cpu: bool = False) -> OffloadingCheckpoint:
+    """Wrap a checkpoint function (default ``torch.utils.checkpoint.checkpoint``, non-reentrant)."""
+    if inner is None:
+        from torch.utils.checkpoint import checkpoint
+
+        inner = functools.partial(checkpoint, use_reentrant=False)
+    return inner if isinstance(inner, OffloadingCheckpoint) else OffloadingCheckpoint(inner, allow_cpu)
+
+
+def offload_refusal(model) -> Optional[str]:
+    """Why this model's gradient checkpointing cannot be offloaded by :func:`offload_checkpoints` (None: it can)."""
+    if not callable(getattr(model, "gradient_checkpointing_enable", None)):
+        return "the model has no gradient_checkpointing_enable"
+    if not any(hasattr(m, "gradient_checkpointing") for m in model.modules()):
+        return "no module of the model takes a checkpoint function (old transformers checkpointing format)"
+    return None
+
+
+def _wrap_layers(model, allow_cpu: bool) -> int:
+    n = 0
+    for m in model.modules():
+        func = m.__dict__.get(_ATTR)
+        if func is not None and not isinstance(func, OffloadingCheckpoint):
+            m.__dict__[_ATTR] = OffloadingCheckpoint(func, allow_cpu)
+            n += 1
+    return n
+
+
+def _unwrap_layers(model) -> None:
+    for m in model.modules():
+        func = m.__dict__.get(_ATTR)
+        if isinstance(func, OffloadingCheckpoint):
+            m.__dict__[_ATTR] = func.inner
+
+
+def offload_checkpoints(model, *, allow_cpu: bool = False) -> Callable[[], None]:
+    """Offload every checkpointed layer input of a transformers model (``unwrap``-ed: the PreTrainedModel),
+    now if checkpointing is on and after every later ``gradient_checkpointing_enable`` (the Trainer enables
+    it when training starts). Returns ``undo``: restores the instance's method and every layer's function."""
+    why = offload_refusal(model)
+    if why:
+        raise ValueError(why)
+    had = "gradient_checkpointing_enable" in model.__dict__
+    original = model.__dict__.get("gradient_checkpointing_enable")
+    enable = model.gradient_checkpointing_enable
+
+    @functools.wraps(enable)
+    def gradient_checkpointing_enable(*args, **kwargs):
+        out = enable(*args, **kwargs)
+        _wrap_layers(model, allow_cpu)
+        return out
+
+    model.__dict__["gradient_checkpointing_enable"] = gradient_checkpointing_enable
+    _wrap_layers(model, allow_cpu)
+
+    def undo():
+        if had:
+            model.__dict__["gradient_checkpointing_enable"] = original
+        else:
+            model.__dict__.pop("gradient_checkpointing_enable", None)
+        _unwrap_layers(model)
+
+    return undo
+
+
+def offloaded_calls(model) -> int:
+    """How many layer calls went through the offload so far (0 when none was wrapped)."""
+    return sum(f.offloaded_calls for m in model.modules()
+               if isinstance(f := m.__dict__.get(_ATTR), OffloadingCheckpoint))

@@ -1,0 +1,121 @@
+"""Offloaded gradient checkpointing (trlshim_kernels.offload): the same loss and gradients as plain
+checkpointing and as no checkpointing, the layer inputs really leave (copies counted, held on the host,
+not referenced by the graph), dropout replayed with the forward's RNG, undo restores transformers' own
+functions. On CPU the "host copy" is a clone (``allow_cpu``); the stream path is measured on the GPU
+(benchmarks/bench_lora_offload_gpu.py)."""
+import gc
+import weakref
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+from trlshim_kernels import offload as offload_mod  # noqa: E402
+from trlshim_kernels import offload_checkpoints, offloaded_calls, offloaded_checkpoint_function  # noqa: E402
+
+SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=211, max_position_embeddings=64)
+
+
+def tiny(seed=0, **over):
+    torch.manual_seed(seed)
+    cfg = transformers.AutoConfig.for_model("llama", **{**SMALL, **over})
+    cfg._attn_implementation = "eager"
+    return transformers.AutoModelForCausalLM.from_config(cfg).float()
+
+
+def batch():
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 211, (2, 13), generator=g)
+    return ids, ids.clone()
+
+
+def step(model, seed=11):
+    ids, labels = batch()
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # dropout masks of the forward
+    loss = model(input_ids=ids, labels=labels).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def close(a, b):
+    assert torch.allclose(a[0], b[0], rtol=0, atol=0), (a[0], b[0])
+    assert a[1].keys() == b[1].keys()
+    for n in a[1]:
+        assert torch.allclose(a[1][n], b[1][n], rtol=1e-6, atol=1e-7), n
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_offloaded_equals_plain_checkpointing(dropout):
+    model = tiny(attention_dropout=dropout).train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    plain = step(model)
+    before = offload_mod._OFFLOADER.copies
+    undo = offload_checkpoints(model, allow_cpu=True)
+    offloaded = step(model)
+    assert offload_mod._OFFLOADER.copies - before == SMALL["num_hidden_layers"]
+    assert offloaded_calls(model) == SMALL["num_hidden_layers"]
+    close(plain, offloaded)  # bit-identical loss, grads equal: dropout masks replayed
+    undo()
+    assert offloaded_calls(model) == 0
+    close(plain, step(model))
+    if dropout:  # the test can fail: without the RNG replay the recomputed dropout masks differ
+        model.gradient_checkpointing_disable()
+        other = step(model, seed=12)
+        assert not torch.equal(other[0], plain[0])
+
+
+def test_equals_no_checkpointing_and_survives_a_later_enable():
+    model = tiny().train()
+    reference = step(model)  # no checkpointing at all
+    undo = offload_checkpoints(model, allow_cpu=True)  # before enable: wrapped at enable time
+    assert offloaded_calls(model) == 0
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    got = step(model)
+    assert offloaded_calls(model) == SMALL["num_hidden_layers"]
+    close(reference, got)
+    layers = [m for m in model.modules() if "_gradient_checkpointing_func" in m.__dict__]
+    assert layers and all(isinstance(m._gradient_checkpointing_func, offload_mod.OffloadingCheckpoint) for m in layers)
+    undo()
+    assert "gradient_checkpointing_enable" not in model.__dict__
+    assert not any(isinstance(m.__dict__.get("_gradient_checkpointing_func"), offload_mod.OffloadingCheckpoint)
+                   for m in model.modules())
+
+
+def test_the_graph_holds_no_layer_input():
+    """What the backward keeps of a layer input is the host copy, not the device tensor."""
+    layer = torch.nn.Linear(8, 8)
+    func = offloaded_checkpoint_function(allow_cpu=True)
+    x = torch.randn(4, 8, requires_grad=True)
+    h = x * 2  # the layer input: a non-leaf, freed once nothing references it
+    ref = weakref.ref(h)
+    out = func(layer, h)
+    entry = out.grad_fn.entry
+    del h
+    gc.collect()
+    assert ref() is None  # plain checkpointing would keep it alive for the recompute
+    assert entry.host.device.type == "cpu"
+    out.sum().backward()
+    expected = torch.autograd.grad((layer(x * 2)).sum(), x)[0]
+    assert torch.allclose(x.grad, expected)
+
+
+def test_calls_it_cannot_take_go_to_the_wrapped_function():
+    seen = []
+
+    def inner(fn, *args, **kwargs):
+        seen.append(kwargs)
+        return fn(*args)
+
+    func = offloaded_checkpoint_function(inner, allow_cpu=True)
+    layer = torch.nn.Linear(4, 4)
+    a = torch.randn(2, 4)  # requires no grad
+    func(layer, a)
+    func(lambda x, y: x + y, torch.randn(2, 4, requires_grad=True), torch.randn(2, 4, requires_grad=True))
+    with torch.no_grad():
+        func(layer, torch.randn(2, 4, requires_grad=True))
+    assert len(seen) == 3 and func.offloaded_calls == 0
+    sac = offloaded_checkpoint_function(__import__("functools").partial(inner, context_fn=None), allow_cpu=True)
+    sac(layer, torch.randn(2, 4, requires_grad=True))
+    assert sac.offloaded_calls == 0  # selective checkpointing keeps its own policy
