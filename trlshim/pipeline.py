@@ -188,6 +188,18 @@ class TrainerCall:
         """Run ``callback(call)`` after TRL's ``__init__`` returned (newest registration first)."""
         self._after.append(callback)
 
+    def require(self, option: str, *rows: str) -> None:
+        """A step that applies ``option`` through registry rows (e.g. a wrapper of a TRL helper) calls this
+        before relying on them: a row that skipped itself (its target reshaped on an unknown release) makes the
+        call a TypeError naming the option, rather than a trainer that silently ignores it."""
+        skipped = hooks.skipped()
+        for name in rows:
+            if name in skipped:
+                raise TypeError(
+                    f"{self.pipeline.trainer}: trlshim cannot apply {option} on {installed_label()}: its patch "
+                    f"{name!r} skipped itself ({skipped[name]}); leave {option} unset, or use a tested release "
+                    "(trlshim doctor lists them)")
+
 
 def _refuse_extra_positionals(pipeline, args):
     if len(args) > len(pipeline.positional):

@@ -88,3 +88,24 @@ def test_stable_names_work_unpatched(tmp_path, tokenizer):
         assert trainer.beta == 0.45
     finally:
         trlshim.patch()
+
+
+def test_a_skipped_helper_row_refuses_the_option_it_applies(tmp_path, tokenizer, monkeypatch):
+    """On 0.27-1.2 the prompt cut is done by the ``kto.process_tokens`` row. If that row skipped itself (its target
+    reshaped on an unknown release), max_prompt_length is refused by name - not a trainer that ignores it."""
+    from trlshim import hooks
+
+    if not trl_in(">=0.27,<1.3"):
+        pytest.skip("the kto.process_tokens row applies to 0.27-1.2")
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    monkeypatch.setitem(hooks._skipped, "kto.process_tokens", "reshaped (test)")
+    rows = [{"prompt": "a b c", "completion": " d e", "label": True}, {"prompt": "a b", "completion": " c", "label": False}]
+    kw = helpers.training_kwargs(tmp_path, per_device_train_batch_size=2, max_steps=1, remove_unused_columns=False)
+    with pytest.raises(TypeError, match=r"max_prompt_length.*'kto.process_tokens' skipped itself"):
+        KTOTrainer(model=helpers.make_model(), ref_model=helpers.make_model(),
+                   args=KTOConfig(**kw, max_length=24, max_prompt_length=8), train_dataset=Dataset.from_list(rows),
+                   tokenizer=tokenizer)
+    KTOTrainer(model=helpers.make_model(), ref_model=helpers.make_model(), args=KTOConfig(**kw, max_length=24),
+               train_dataset=Dataset.from_list(rows), tokenizer=tokenizer)  # without the option: builds

@@ -166,6 +166,27 @@ def test_skewed_lengths_train_padding_free_with_the_padded_loss(tmp_path, monkey
     for call in rec.calls:  # flattened rows, positions restarting per example, no padding
         assert call["input_ids"].shape[0] == 1 and "position_ids" in call
         assert (call["position_ids"][0] == 0).sum() == 4
+    # train() ending by an exception (a user's callback raising: on_train_end never runs) restores it too
+    from transformers import TrainerCallback
+
+    class Boom(Exception):
+        pass
+
+    class Raising(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            raise Boom()
+
+    model = helpers.make_model()
+    model.config._attn_implementation = "eager"
+    _, trainer = helpers.run_sft(tmp_path / "raising", ds, model=model, steps=2, max_length=64, train=False,
+                                 auto_padding_free=None)
+    trainer.add_callback(Raising())
+    seen_raising = []
+    model.register_forward_pre_hook(lambda m, a: seen_raising.append(m.config._attn_implementation))
+    with pytest.raises(Boom):
+        trainer.train()
+    assert seen_raising and set(seen_raising) == {varlen.NAME}
+    assert model.config._attn_implementation == "eager"
     off_rec, off, _, _ = run(tmp_path / "off", auto_padding_free=False)
     _, off_sdpa, _, _ = run(tmp_path / "sdpa", attn="sdpa", auto_padding_free=False)
     assert [ids for ids, _ in helpers.fed_examples(rec)] == [ids for ids, _ in helpers.fed_examples(off_rec)]

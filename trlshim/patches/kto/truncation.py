@@ -93,6 +93,7 @@ def emulate(call) -> None:
     plan = _plan(call)
     if plan is None:
         return
+    call.require("max_prompt_length", "kto.process_tokens")  # the row does the cut: never a silent no-op
     tokenizer = call.kwargs.get("processing_class")
     if tokenizer is None:
         raise TypeError(f"KTOTrainer(max_prompt_length=...) on {installed_label()}: pass processing_class= (the "

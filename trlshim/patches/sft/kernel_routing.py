@@ -33,6 +33,11 @@ switch ``TRLSHIM_KERNELS_ON_CPU=1``); every other call - other models in the pro
 kernel does not handle - reaches the original function unchanged. ``TRLSHIM_KERNELS_ROPE=0`` leaves
 RoPE to transformers while routing the other kernels.
 
+Gradient checkpointing (TRL's default from 0.20): with it on, on CUDA, in one process, each checkpointed
+layer input of a routed model waits in pinned host memory until its backward (``trlshim_kernels.offload``:
+side-stream copies, the next layer's input fetched during the current recompute) - the activations kept across
+the step leave the GPU at no measured step time. Logged once; ``TRLSHIM_OFFLOAD_CHECKPOINTS=0`` keeps them.
+
 Liger: when the user asked for it (``use_liger_kernel``/``use_liger``) and Liger is installed,
 trlshim routes nothing. When Liger is missing, trlshim turns the option off before TRL sees it
 (TRL/transformers would raise ImportError) and routes its own kernels, with one log line.

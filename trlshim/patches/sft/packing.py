@@ -212,7 +212,9 @@ def auto_padding_free(call) -> None:
 
 def _switch_attention_during_training(call) -> None:
     if call.instance is not None:
-        call.instance.add_callback(varlen.SwitchDuringTraining(unwrap_peft(call.instance.model)))
+        switch = varlen.SwitchDuringTraining(unwrap_peft(call.instance.model))
+        call.instance.add_callback(switch)
+        switch.around_train(call.instance)
 
 
 def padding_free_emulated(call) -> None:

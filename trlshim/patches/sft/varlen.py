@@ -16,6 +16,8 @@ KV cache) the same boundaries go through a per-sequence SDPA reference, so the n
 """
 from __future__ import annotations
 
+import functools
+
 import inspect
 import weakref
 
@@ -105,7 +107,8 @@ def unregister() -> None:
 
 class SwitchDuringTraining:
     """A TrainerCallback (duck-typed: the Trainer calls its hooks by name) that sets the model's attention to
-    :data:`NAME` when training begins and restores the model's own when it ends."""
+    :data:`NAME` when training begins and restores the model's own when it ends. ``train()`` may end by an
+    exception (a user's callback, an interrupt) without ``on_train_end``: :meth:`around_train` restores it then."""
 
     def __init__(self, model):
         self.config = model.config
@@ -116,10 +119,23 @@ class SwitchDuringTraining:
             self.original = self.config._attn_implementation
             _set(self.config, NAME)
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args=None, state=None, control=None, **kwargs):
         if self.original is not None and self.config._attn_implementation == NAME:
             _set(self.config, self.original)
         self.original = None
+
+    def around_train(self, trainer) -> None:
+        """Wrap the trainer instance's ``train`` so the model's attention is restored however it ends."""
+        train = trainer.train
+
+        @functools.wraps(train)
+        def restoring_train(*args, **kwargs):
+            try:
+                return train(*args, **kwargs)
+            finally:
+                self.on_train_end()
+
+        trainer.train = restoring_train
 
     def __getattr__(self, name):  # every other callback event: nothing to do
         if name.startswith("on_"):
