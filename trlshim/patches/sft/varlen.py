@@ -17,7 +17,6 @@ KV cache) the same boundaries go through a per-sequence SDPA reference, so the n
 from __future__ import annotations
 
 import functools
-
 import inspect
 import weakref
 
