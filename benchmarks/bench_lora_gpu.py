@@ -29,6 +29,10 @@ def child(mode: str, variant: str) -> dict:
             os.environ["TRLSHIM_OFFLOAD_CHECKPOINTS"] = "0"
         os.environ["TRLSHIM_AUTO_PADDING_FREE"] = "0"  # fixed-length rows: nothing to gain, same batches as stock
         import trlshim  # noqa: F401
+        if variant == "ours_nochunk":  # offload without the chunked MLP backward in the recompute
+            import trlshim_kernels.offload as offload
+
+            offload.RESIDUAL_MLP_LAYERS = frozenset()
     import datasets
     import torch
     import trl
@@ -105,6 +109,7 @@ def child(mode: str, variant: str) -> dict:
         "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e][:4],
         "gradient_checkpointing": args.gradient_checkpointing,
         "offloaded_layer_calls": kernels.offloaded_calls(lm) if kernels else None,
+        "mlp_backward_now": sys.modules["trlshim_kernels.offload"].COUNTS["mlp_backward_now"] if kernels else None,
         "kernels": dict(trainer._trlshim_kernels.applied) if hasattr(trainer, "_trlshim_kernels") else None,
     }
 
@@ -123,7 +128,7 @@ def main():
         res[name] = json.loads(line[7:]) if line else {"error": (p.stderr or p.stdout)[-1500:]}
         print(name, json.dumps(res[name])[:700], flush=True)
     for mode in ("lora", "full"):
-        for v in ("ours", "ours_keep"):
+        for v in ("ours", "ours_keep", "ours_nochunk"):
             mine = res.get(f"{mode}:{v}", {})
             for peer in ("stock", "liger"):
                 other = res.get(f"{mode}:{peer}", {})

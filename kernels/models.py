@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cross_entropy import _autocast_dtype, fused_linear_cross_entropy
+from .offload import mlp_backward_now
 from .reference import CEStats
 from .rms_norm import rms_norm
 from .rope import RotaryFunction, rotary_supported
@@ -154,6 +155,13 @@ def _mlp_forward(mod, fn):
     gelu = fn is geglu
 
     def forward(x, *args, **kwargs):
+        if not args and not kwargs:
+            now = mlp_backward_now(mod, compute, x)  # inside an offloaded layer's recompute: chunked, at once
+            if now is not None:
+                return now
+        return compute(x)
+
+    def compute(x):
         g, u, d = mod.gate_proj, mod.up_proj, mod.down_proj
         if (_plain_linear(g) and _plain_linear(u) and _plain_linear(d) and x.dtype == g.weight.dtype
                 and _autocast_dtype(x.device.type) is None):

@@ -24,6 +24,7 @@ offloaded). This module never imports trl or trlshim.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import threading
 import weakref
@@ -32,6 +33,13 @@ from typing import Callable, List, Optional
 import torch
 
 _ATTR = "_gradient_checkpointing_func"
+# Decoder layers whose output is ``residual + mlp(norm(residual))`` (nothing reads the MLP's output but that add):
+# while such a layer is recomputed in its backward, the output's gradient is the MLP output's gradient, so the
+# MLP can run forward and backward at once, a token chunk at a time (:func:`mlp_backward_now`).
+RESIDUAL_MLP_LAYERS = frozenset({"LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer", "Qwen3DecoderLayer"})
+MLP_CHUNK_TOKENS = 2048  # tokens per chunk of that MLP backward (about a quarter of a 4x2048 batch)
+COUNTS = {"mlp_backward_now": 0}  # MLPs run forward + backward at once in a recompute (tests, benchmarks)
+_MLP_SCOPE: contextvars.ContextVar = contextvars.ContextVar("trlshim_kernels_mlp_scope", default=None)
 
 
 class _Pool:
@@ -153,18 +161,82 @@ class _OffloadedLayer(torch.autograd.Function):
         ctx.entry = None
         devices = [x.device] if x.is_cuda else []
         (states, cache) = ctx.autocast
-        with torch.random.fork_rng(devices=devices, enabled=True):
-            torch.set_rng_state(ctx.cpu_rng)
-            if ctx.cuda_rng is not None:
-                torch.cuda.set_rng_state(ctx.cuda_rng, x.device)
-            with torch.enable_grad(), _autocast(states, cache):
-                out = ctx.fn(x, *ctx.rest)
+        scope = _mlp_scope(ctx.fn, grads)
+        token = _MLP_SCOPE.set(scope)
+        try:
+            with torch.random.fork_rng(devices=devices, enabled=True):
+                torch.set_rng_state(ctx.cpu_rng)
+                if ctx.cuda_rng is not None:
+                    torch.cuda.set_rng_state(ctx.cuda_rng, x.device)
+                with torch.enable_grad(), _autocast(states, cache):
+                    out = ctx.fn(x, *ctx.rest)
+        finally:
+            _MLP_SCOPE.reset(token)
         outs = out if isinstance(out, tuple) else (out,)
         pairs = [(o, g) for o, g in zip(outs, grads)
                  if isinstance(o, torch.Tensor) and o.requires_grad and g is not None]
         if pairs:
             torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
         return (None, x.grad) + (None,) * len(ctx.rest)
+
+
+class _MLPScope:
+    __slots__ = ("mlp", "grad_out", "used")
+
+    def __init__(self, mlp, grad_out):
+        self.mlp, self.grad_out, self.used = mlp, grad_out, False
+
+
+def _mlp_scope(fn, grads):
+    """The scope for a layer recompute whose MLP may run its backward at once (None: it may not)."""
+    layer = getattr(getattr(fn, "func", None), "__self__", None)
+    if type(layer).__name__ not in RESIDUAL_MLP_LAYERS or not grads or grads[0] is None:
+        return None
+    if any(g is not None for g in grads[1:]):
+        return None
+    mlp = getattr(layer, "mlp", None)
+    return None if mlp is None else _MLPScope(mlp, grads[0])
+
+
+class _GradientKnown(torch.autograd.Function):
+    """Stands for an MLP whose backward already ran: its input gradient is known; the output's value is never read
+    (the layer adds it to the residual and the recompute's output only carries the graph)."""
+
+    @staticmethod
+    def forward(ctx, x, grad_x, grad_out):
+        ctx.save_for_backward(grad_x, grad_out)
+        return torch.zeros_like(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_x, grad_out = ctx.saved_tensors
+        # the gradient that arrives must be the one the MLP's backward used; a layer shaped otherwise fails loudly
+        torch._assert_async((grad == grad_out).all())
+        return grad_x, None, None
+
+
+def mlp_backward_now(mlp, forward, x):
+    """Called by a routed MLP forward: inside the offloaded recompute of a ``RESIDUAL_MLP_LAYERS`` layer (this MLP's
+    own), run the MLP forward + backward now, ``MLP_CHUNK_TOKENS`` tokens at a time (its intermediates never exist
+    for the whole batch at once), and return a stand-in output carrying the input gradient. None otherwise."""
+    scope = _MLP_SCOPE.get()
+    if scope is None or scope.used or scope.mlp is not mlp or not torch.is_grad_enabled() or not x.requires_grad:
+        return None
+    grad_out = scope.grad_out
+    if grad_out.shape != x.shape or any(isinstance(m, torch.nn.Dropout) and m.p > 0 and m.training
+                                        for m in mlp.modules()):
+        return None  # chunks would draw other dropout masks than the forward did
+    scope.used = True
+    COUNTS["mlp_backward_now"] += 1
+    width = x.shape[-1]
+    flat, gflat = x.detach().reshape(-1, width), grad_out.reshape(-1, width)
+    grad_x = torch.empty_like(flat)
+    for start in range(0, flat.shape[0], MLP_CHUNK_TOKENS):
+        part = flat[start:start + MLP_CHUNK_TOKENS].detach().requires_grad_()
+        out = forward(part)
+        torch.autograd.backward(out, gflat[start:start + MLP_CHUNK_TOKENS])
+        grad_x[start:start + MLP_CHUNK_TOKENS] = part.grad
+    return _GradientKnown.apply(x, grad_x.reshape(x.shape), grad_out)
 
 
 class _autocast:

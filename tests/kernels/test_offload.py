@@ -119,3 +119,55 @@ def test_calls_it_cannot_take_go_to_the_wrapped_function():
     sac = offloaded_checkpoint_function(__import__("functools").partial(inner, context_fn=None), allow_cpu=True)
     sac(layer, torch.randn(2, 4, requires_grad=True))
     assert sac.offloaded_calls == 0  # selective checkpointing keeps its own policy
+
+
+def _routed_step(model_type, chunk, monkeypatch, lora=False, **over):
+    """Loss and grads of one step of a kernel-routed tiny model under offloaded checkpointing, MLP chunks of
+    ``chunk`` tokens (None: plain checkpointing, no offload)."""
+    pytest.importorskip("triton")
+    from trlshim_kernels import apply_to_model
+
+    torch.manual_seed(0)
+    cfg = transformers.AutoConfig.for_model(model_type, **{**SMALL, **over})
+    cfg._attn_implementation = "eager"
+    model = transformers.AutoModelForCausalLM.from_config(cfg).float().train()
+    if lora:
+        peft = pytest.importorskip("peft")
+        model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=[
+            "q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"], init_lora_weights=False))
+        model.enable_input_require_grads()
+    handle = apply_to_model(model)
+    from trlshim_kernels import unwrap_model
+
+    lm = unwrap_model(model)
+    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if chunk is not None:
+        monkeypatch.setattr(offload_mod, "MLP_CHUNK_TOKENS", chunk)
+        offload_checkpoints(lm, allow_cpu=True)
+    try:
+        return step(model)
+    finally:
+        handle.undo()
+
+
+@pytest.mark.parametrize("model_type,lora", [("llama", False), ("qwen2", False), ("llama", True)])
+def test_mlp_backward_in_token_chunks_keeps_grads(model_type, lora, monkeypatch):
+    """Inside an offloaded layer's recompute the routed MLP runs forward + backward at once, 5 tokens at a time
+    (2 x 13 tokens: 6 chunks): the same loss and gradients as plain checkpointing."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    plain = _routed_step(model_type, None, monkeypatch, lora=lora)
+    before = offload_mod.COUNTS["mlp_backward_now"]
+    chunked = _routed_step(model_type, 5, monkeypatch, lora=lora)
+    assert offload_mod.COUNTS["mlp_backward_now"] - before == SMALL["num_hidden_layers"]
+    assert plain[0] == chunked[0]
+    assert plain[1].keys() == chunked[1].keys()
+    for n in plain[1]:
+        assert torch.allclose(plain[1][n], chunked[1][n], rtol=1e-5, atol=1e-6), n
+
+
+def test_a_layer_that_reads_the_mlp_output_fails_loudly(monkeypatch):
+    """Gemma 2 normalizes the MLP output before the residual add: its MLP output's gradient is not the layer's.
+    Were it listed as a residual-MLP layer, the known-gradient check stops the backward (never wrong grads)."""
+    monkeypatch.setattr(offload_mod, "RESIDUAL_MLP_LAYERS", offload_mod.RESIDUAL_MLP_LAYERS | {"Gemma2DecoderLayer"})
+    with pytest.raises(RuntimeError):
+        _routed_step("gemma2", 5, monkeypatch, head_dim=16)
