@@ -20,7 +20,9 @@ import tempfile
 import time
 
 SMALL = os.environ.get("SMALL") == "1"
-DEFAULT = "lora:stock,lora:liger,lora:ours,lora:ours_keep,full:stock,full:liger,full:ours,full:ours_keep"
+DEFAULT = "lora:stock,lora:liger,lora:ours,lora:ours_keep,lora:ours_chunk,full:stock,full:liger,full:ours,full:ours_keep"
+# ours: trlshim's default (offloaded checkpoints); ours_keep: TRLSHIM_OFFLOAD_CHECKPOINTS=0; ours_chunk: offload plus
+# the MLP backward in token chunks (TRLSHIM_OFFLOAD_MLP_CHUNKS=1). BENCH_PROFILE=1: one steady step profiled.
 
 
 def child(mode: str, variant: str) -> dict:
@@ -28,11 +30,9 @@ def child(mode: str, variant: str) -> dict:
         if variant == "ours_keep":
             os.environ["TRLSHIM_OFFLOAD_CHECKPOINTS"] = "0"
         os.environ["TRLSHIM_AUTO_PADDING_FREE"] = "0"  # fixed-length rows: nothing to gain, same batches as stock
+        if variant == "ours_chunk":  # offload with the MLP backward in token chunks in the recompute (opt-in)
+            os.environ["TRLSHIM_OFFLOAD_MLP_CHUNKS"] = "1"
         import trlshim  # noqa: F401
-        if variant == "ours_nochunk":  # offload without the chunked MLP backward in the recompute
-            import trlshim_kernels.offload as offload
-
-            offload.RESIDUAL_MLP_LAYERS = frozenset()
     import datasets
     import torch
     import trl
@@ -67,13 +67,25 @@ def child(mode: str, variant: str) -> dict:
             phases["forward"] = max(phases["forward"], torch.cuda.max_memory_allocated() / 2**30)
             torch.cuda.reset_peak_memory_stats()
 
+    prof = {}
+
     class Clock(TrainerCallback):
         def on_step_begin(self, *a, **k):
             if cuda:
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())
+            if os.environ.get("BENCH_PROFILE") and len(stamps) == 6:  # one steady step under the profiler
+                prof["p"] = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                               torch.profiler.ProfilerActivity.CUDA])
+                prof["p"].__enter__()
 
         def on_step_end(self, *a, **k):
+            if "p" in prof and len(stamps) == 6:
+                torch.cuda.synchronize()
+                prof["p"].__exit__(None, None, None)
+                ka = prof.pop("p").key_averages()
+                print(ka.table(sort_by="self_cuda_time_total", row_limit=18), file=sys.stderr)
+                print(ka.table(sort_by="self_cpu_time_total", row_limit=12), file=sys.stderr)
             if cuda:
                 phases["backward"] = max(phases["backward"], torch.cuda.max_memory_allocated() / 2**30)
                 torch.cuda.reset_peak_memory_stats()
@@ -124,11 +136,14 @@ def main():
     res = {}
     for name in names:
         p = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, timeout=400)
+        if os.environ.get("BENCH_PROFILE"):
+            with open(os.path.join(os.path.dirname(out), f"profile_{name.replace(':', '_')}.txt"), "w") as f:
+                f.write(p.stderr[-30000:])
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
         res[name] = json.loads(line[7:]) if line else {"error": (p.stderr or p.stdout)[-1500:]}
         print(name, json.dumps(res[name])[:700], flush=True)
     for mode in ("lora", "full"):
-        for v in ("ours", "ours_keep", "ours_nochunk"):
+        for v in ("ours", "ours_keep", "ours_chunk"):
             mine = res.get(f"{mode}:{v}", {})
             for peer in ("stock", "liger"):
                 other = res.get(f"{mode}:{peer}", {})

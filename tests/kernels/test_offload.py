@@ -143,7 +143,7 @@ def _routed_step(model_type, chunk, monkeypatch, lora=False, **over):
     lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if chunk is not None:
         monkeypatch.setattr(offload_mod, "MLP_CHUNK_TOKENS", chunk)
-        offload_checkpoints(lm, allow_cpu=True)
+        offload_checkpoints(lm, allow_cpu=True, chunk_mlp=True)
     try:
         return step(model)
     finally:
@@ -159,6 +159,7 @@ def test_mlp_backward_in_token_chunks_keeps_grads(model_type, lora, monkeypatch)
     before = offload_mod.COUNTS["mlp_backward_now"]
     chunked = _routed_step(model_type, 5, monkeypatch, lora=lora)
     assert offload_mod.COUNTS["mlp_backward_now"] - before == SMALL["num_hidden_layers"]
+    assert plain[0] == chunked[0]
     assert plain[0] == chunked[0]
     assert plain[1].keys() == chunked[1].keys()
     for n in plain[1]:

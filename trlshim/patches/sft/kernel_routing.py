@@ -234,9 +234,11 @@ def _offload_checkpoints(trainer, lm, handle) -> None:
     why = offload_blocker(trainer, lm)
     if why:
         return report.decided(f"kernels.offload.kept.{why}", f"trlshim: checkpointed activations stay on the GPU: {why}")
-    handle.on_undo(sys.modules["trlshim_kernels"].offload_checkpoints(lm))
+    chunk = flag("TRLSHIM_OFFLOAD_MLP_CHUNKS") is True
+    handle.on_undo(sys.modules["trlshim_kernels"].offload_checkpoints(lm, chunk_mlp=chunk))
     report.decided("kernels.offload", "trlshim: checkpointed layer inputs offloaded to pinned host memory during "
-                   "training (side-stream copies; TRLSHIM_OFFLOAD_CHECKPOINTS=0 keeps them on the GPU)")
+                   "training (side-stream copies; TRLSHIM_OFFLOAD_CHECKPOINTS=0 keeps them on the GPU)"
+                   + ("; MLP backward in token chunks in the recompute (TRLSHIM_OFFLOAD_MLP_CHUNKS=1)" if chunk else ""))
 
 
 def route(call) -> None:
