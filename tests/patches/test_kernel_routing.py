@@ -269,6 +269,8 @@ def test_offload_blockers():
         trainer.accelerator.num_processes = 2
         assert "more than one process" in kernel_routing.offload_blocker(trainer, model)
         trainer.accelerator.num_processes = 1
+        trainer.args.torch_compile = True
+        assert "torch_compile=True" in kernel_routing.offload_blocker(trainer, model)
         trainer.args.gradient_checkpointing = False
         assert kernel_routing.offload_blocker(trainer, model) == "gradient checkpointing is off"
     finally:

@@ -219,6 +219,8 @@ def offload_blocker(trainer, lm) -> str | None:
         return "TRLSHIM_OFFLOAD_CHECKPOINTS=0"
     if not getattr(args, "gradient_checkpointing", False):
         return "gradient checkpointing is off"
+    if getattr(args, "torch_compile", False):
+        return "torch_compile=True (the copies and the recompute are not traced)"
     if not _on_cuda(lm):
         return "the model is not on CUDA"
     accelerator = getattr(trainer, "accelerator", None)
