@@ -7,6 +7,7 @@ transformers is not loadable by old ones, so an old release's own run needs its 
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import shutil
@@ -16,10 +17,13 @@ import xml.etree.ElementTree as ET
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
 ROOT = os.path.dirname(TESTS)
-# What the stand-ins are made of: a change to any of these can change which tests pass on their own release,
-# so the committed own-release outcomes (tests/reliability/crossversion_own_release.json) record its hash.
-STANDIN_SOURCES = ("tests/reliability/transparency_hub.py", "tests/reliability/transparency_plugin.py",
-                   "trlshim/tiny.py", "tests/helpers.py")
+# What the stand-ins are made of (whole files, or the top-level definitions the hub uses from shared ones): a
+# change here can change which tests pass on their own release, so the committed own-release outcomes
+# (tests/reliability/crossversion_own_release.json) record its hash.
+STANDIN_SOURCES = {
+    "tests/reliability/transparency_hub.py": None, "tests/reliability/transparency_plugin.py": None,
+    "tests/helpers.py": ("WORDS", "_tokenizer_json"), "trlshim/tiny.py": ("tokenizer_json", "sentences"),
+}
 
 
 def _sha256(path: str) -> str:
@@ -27,9 +31,25 @@ def _sha256(path: str) -> str:
         return hashlib.sha256(fh.read()).hexdigest()
 
 
+def _definitions(path: str, names) -> str:
+    """The source of the top-level definitions ``names`` of the file (all of it when ``names`` is None)."""
+    with open(os.path.join(ROOT, path)) as fh:
+        text = fh.read()
+    if names is None:
+        return text
+    found = {}
+    for node in ast.parse(text).body:
+        targets = [node.name] if hasattr(node, "name") else [t.id for t in getattr(node, "targets", []) if
+                                                               isinstance(t, ast.Name)]
+        for name in set(targets) & set(names):
+            found[name] = ast.get_source_segment(text, node)
+    assert set(found) == set(names), f"{path}: no top-level {sorted(set(names) - set(found))}"
+    return "".join(found[n] for n in names)
+
+
 def standins_fingerprint() -> str:
     """sha256 over the stand-ins' sources (``STANDIN_SOURCES``)."""
-    return hashlib.sha256("".join(_sha256(os.path.join(ROOT, p)) for p in STANDIN_SOURCES).encode()).hexdigest()
+    return hashlib.sha256("".join(_definitions(p, n) for p, n in STANDIN_SOURCES.items()).encode()).hexdigest()
 
 
 def sdist_fingerprint(folder: str) -> str:
