@@ -178,3 +178,45 @@ def test_vision_sft_trains_with_images_aligned(tmp_path):
     decisions = [m for m in report.applied() if "auto padding-free" in m]
     assert decisions and all("auto padding-free off" in m for m in decisions), decisions
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad)
+
+
+# --- skip_prepare_dataset with image columns on a text model (TRL <= 0.23's meaning) ----------------------------
+
+class ImageMarkCollator:
+    """A caller's collator for a text model fed image data (a custom multimodal setup): each row starts with a
+    token naming its image (from the image's red value), then the tokenized text. Keeps every example it got."""
+
+    def __init__(self, tok):
+        self.tok, self.seen = tok, []
+
+    def __call__(self, examples):
+        import torch
+
+        self.seen.extend(examples)
+        rows = [[10 + ex["images"][0][0][0][0] // 20] + self.tok(ex["text"])["input_ids"] for ex in examples]
+        width = max(map(len, rows))
+        ids = torch.tensor([r + [self.tok.pad_token_id] * (width - len(r)) for r in rows])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+
+def test_skip_prepare_dataset_keeps_image_columns_for_a_text_model(tmp_path):
+    """TRL 0.8-0.23 kept a ``skip_prepare_dataset`` dataset as it was, image columns and all, for the caller's
+    collator; TRL >= 0.24 refuses image columns without a processor. On every release: the trainer holds the
+    dataset untouched and the model is fed what the caller's collator made of each example's image and text."""
+    from datasets import Dataset
+
+    tok = helpers.make_tokenizer()
+    data = Dataset.from_list(_image_rows())
+    collator = ImageMarkCollator(tok)
+    report.reset()
+    rec, trainer = helpers.run_sft(tmp_path, data, tokenizer=tok, data_collator=collator, remove_unused_columns=False,
+                                   dataset_text_field="text", dataset_kwargs={"skip_prepare_dataset": True})
+    assert trainer.train_dataset.features == data.features and len(trainer.train_dataset) == len(data)
+    assert len(collator.seen) >= 4 and all(ex in data.to_list() for ex in collator.seen)  # untouched (+ prefetch)
+    expected = [[10 + i] + tok(row["text"])["input_ids"] for i, row in enumerate(_image_rows())]
+    fed = rec.rows()
+    assert len(fed) == 4 and all(row in expected for row in fed)
+    from trlshim.versions import trl_in
+
+    assert any("skip_prepare_dataset=True with ['images']" in m for m in report.applied()) == trl_in(">=0.24")

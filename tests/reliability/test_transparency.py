@@ -11,37 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 
 import pytest
+from old_trl_tests import build_hub
+from old_trl_tests import env as _env
+from old_trl_tests import outcomes as _outcomes
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 TRL_TESTS = os.environ.get("TRLSHIM_TRL_TESTS")
-
-
-def _outcomes(junit: str) -> dict:
-    out = {}
-    for case in ET.parse(junit).iter("testcase"):
-        state = "passed"
-        for child in case:
-            if child.tag in ("failure", "error"):
-                state = "failed"
-            elif child.tag == "skipped":
-                state = "skipped"
-        out[f"{case.get('classname')}::{case.get('name')}"] = state
-    return out
-
-
-def _env(hub: str, mode: str) -> dict:
-    env = dict(os.environ)
-    for key in ("TRLSHIM_DISABLE", "TRLSHIM_STRICT", "TRLSHIM_TRL_VERSION"):
-        env.pop(key, None)
-    env.update(
-        HF_HUB_CACHE=hub, TRLSHIM_HUB=hub, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-        WANDB_DISABLED="true", TOKENIZERS_PARALLELISM="false", TRLSHIM_TRANSPARENCY=mode,
-        PYTHONPATH=os.pathsep.join([HERE, os.path.dirname(HERE)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-    )
-    return env
 
 
 # TRL tests that assert a release *refuses* a call which trlshim makes work on purpose (README,
@@ -55,8 +31,7 @@ INTENDED = {
 @pytest.mark.skipif(not TRL_TESTS, reason="set TRLSHIM_TRL_TESTS to an unpacked TRL sdist (nox -s transparency)")
 def test_trl_sft_tests_same_outcome_with_and_without_trlshim(tmp_path):
     hub = os.environ.get("TRLSHIM_HUB") or str(tmp_path / "hub")
-    subprocess.run([sys.executable, os.path.join(HERE, "transparency_hub.py"), hub], check=True,
-                   env=_env(hub, "stock"), capture_output=True)
+    build_hub(sys.executable, hub)
     init = os.path.join(TRL_TESTS, "tests", "__init__.py")  # the sdists omit it; 0.23 uses relative imports
     if not os.path.exists(init):
         open(init, "w").close()

@@ -5,7 +5,9 @@ What it did (TRL 0.7.5-0.19): a torch ``IterableDataset`` that formats each exam
 with the EOS id between documents (``append_concat_token``), cuts the stream into rows of exactly
 ``seq_length`` tokens (the tail that does not fill a row is dropped), optionally shuffles the rows, and
 yields ``{"input_ids", "labels"}`` with labels equal to the input ids. Documents attend across their
-boundaries (no position-id reset). Re-implemented here from that description.
+boundaries (no position-id reset). A dataset with an ``input_ids`` column is pre-tokenized (TRL 0.13-0.19):
+``formatting_func`` then returns each example's token ids, which are joined as they are (no tokenizer call)
+and the buffer is counted in tokens. Re-implemented here from that description.
 
 ``to_dataset()`` gives the same rows as a ``datasets.Dataset`` of ``input_ids``: the SFT step
 ``sft.constant_length_dataset`` hands that to TRL releases whose SFTTrainer refuses the iterable.
@@ -49,6 +51,9 @@ class ConstantLengthDataset(_TorchIterable):
                               stacklevel=2)
         else:
             self.formatting_func = lambda example: example[dataset_text_field]
+        self.pretokenized = "input_ids" in (getattr(dataset, "column_names", None) or ())
+        if self.pretokenized:  # the buffer holds token ids: its size is counted in tokens
+            self.max_buffer_size = seq_length * num_of_sequences
 
     def __len__(self):
         return len(self.dataset)
@@ -78,7 +83,10 @@ class ConstantLengthDataset(_TorchIterable):
                 return
             if self.shuffle:
                 random.shuffle(buffer)
-            ids = self.tokenizer(buffer, add_special_tokens=self.add_special_tokens, truncation=False)["input_ids"]
+            if self.pretokenized:
+                ids = [list(one) for one in buffer]
+            else:
+                ids = self.tokenizer(buffer, add_special_tokens=self.add_special_tokens, truncation=False)["input_ids"]
             stream = []
             for one in ids:
                 stream.extend(one)

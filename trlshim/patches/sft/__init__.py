@@ -61,6 +61,8 @@ STEPS = (
          "attention", packing.position_ids),
     step("sft.collators.completion_only", ">=0.20", "the injected DataCollatorForCompletionOnlyLM refuses packing as "
          "TRL <= 0.14 did", collators.refuse_packing),
+    step("sft.skip_prepare.image_columns", ">=0.24", "skip_prepare_dataset with image columns and a tokenizer: the "
+         "dataset kept as it is, as TRL <= 0.23 did (0.24 refuses it as vision data)", vision.keep_image_columns),
     step("sft.kernels", ">=0.7", "route the model's compute to trlshim's Triton kernels (CUDA); stand in for a "
          "missing Liger", kernel_routing.route),
 )

@@ -143,13 +143,22 @@ def _rows(data):
 
 def constant_length_dataset(call) -> None:
     """Step (TRL >= 0.19): a ConstantLengthDataset becomes its rows, fed unpacked and untruncated (0.19 rewrote
-    packing and re-cuts the iterable's rows; 0.20 deleted the class)."""
-    found = False
+    packing and re-cuts the iterable's rows; 0.20 deleted the class); so does each one among the values of an
+    ``eval_dataset`` dict (evaluated under its key, as every release does)."""
+    found, others = 0, []
     for which in ("train_dataset", "eval_dataset"):
         data = call.kwargs.get(which)
-        if data is not None and is_constant_length_dataset(data):
-            call.kwargs[which] = _rows(data)
-            found = max(found or 0, data.seq_length)
+        named = data if isinstance(data, dict) else {None: data}
+        out = {}
+        for name, one in named.items():
+            if is_constant_length_dataset(one):
+                out[name] = _rows(one)
+                found = max(found, one.seq_length)
+            else:
+                out[name] = one
+                if one is not None:
+                    others.append(which if name is None else f"{which}[{name!r}]")
+        call.kwargs[which] = out if isinstance(data, dict) else out[None]
     if not found:
         return
     report.translated(
@@ -158,6 +167,10 @@ def constant_length_dataset(call) -> None:
     )
     if call.get("packing"):
         call.set("packing", False)
+        if others:  # one packing flag for all the datasets: the rows must not be re-packed
+            report.decided("ConstantLengthDataset.others", f"trlshim: packing is off for the ConstantLengthDataset "
+                           f"rows, so {', '.join(others)} is fed unpacked ({installed_label()}); wrap it in a "
+                           "ConstantLengthDataset too to pack it as before")
     length = call.get("max_length")
     if length is not None and length < found:
         call.set("max_length", found)
