@@ -207,9 +207,10 @@ def _prompt_ids(tok, prompt) -> list:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def _cut_prompt_run(tmp_path, kind, **config):
+def _cut_prompt_run(tmp_path, kind, config=None, **fields):
     """Two steps on one long and one short prompt (both in every batch): what generation and the loss were fed, and
-    each prompt the reward function saw with its tokenized ids."""
+    each prompt the reward function saw with its tokenized ids. ``config``: a GRPOConfig built elsewhere (else one
+    from ``fields``)."""
     import trl
     from datasets import Dataset
 
@@ -224,7 +225,7 @@ def _cut_prompt_run(tmp_path, kind, **config):
 
     fed = _Fed(model)
     per_step = 2 if trl_in("<0.15") else 4  # two prompts a step: 0.14 counted prompts, 0.15+ completions
-    cfg = _config(tmp_path, max_steps=2, per_device_train_batch_size=per_step, **config)
+    cfg = config or _config(tmp_path, max_steps=2, per_device_train_batch_size=per_step, **fields)
     trainer = trl.GRPOTrainer(model=model, reward_funcs=reward, args=cfg, processing_class=tok,
                               train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]))
     trainer.train()
