@@ -1,7 +1,8 @@
 """Issue 9 items 2, 3 and 9: what the user put on a config survives every copy path the ecosystem uses
 (``dataclasses.replace``, ``to_dict`` -> constructor, ``deepcopy``, ``pickle``, ``HfArgumentParser``),
 late attribute edits in any release's spelling reach the field the installed release reads, and the
-command-line parser keeps trlshim's CPU bf16 default."""
+command-line parser keeps trlshim's CPU bf16 default. The options trlshim emulates for ORPO/CPO/KTO/DPO/GRPO reach
+what the model is fed through ``to_dict``, the command line and a late edit."""
 from __future__ import annotations
 
 import copy
@@ -131,3 +132,115 @@ def test_parser_accepts_every_spelling(tmp_path, spelling):
     field = "max_length" if "max_length" in trl.SFTConfig.__dataclass_fields__ else "max_seq_length"
     if spelling.replace("-", "_") not in trl.SFTConfig.__dataclass_fields__:  # another release's spelling
         assert any(f"--{spelling} -> --{field}" in m for m in report.applied()), report.applied()
+
+
+# --- the options trlshim emulates for the other trainers, through the paths a config travels ----------------------
+# type(cfg)(**cfg.to_dict()) (TRL's and accelerate's own round trip), the command line (HfArgumentParser, as TRL's
+# example scripts parse their config) and a late attribute edit: each must reach what the model is fed.
+PATHS = ["to_dict", "parser_cli", "late_edit"]
+
+
+def _argv(kwargs: dict) -> list:
+    argv = []
+    for key, value in kwargs.items():
+        argv += [f"--{key}", *(map(str, value) if isinstance(value, (list, tuple)) else [str(value)])]
+    return argv
+
+
+def _through(how, cls, base: dict, options: dict):
+    """A ``cls`` config with ``base`` and the emulated ``options``, built through ``how``."""
+    from transformers import HfArgumentParser
+
+    if how == "to_dict":
+        values = cls(**base, **options).to_dict()
+        if values.get("generation_batch_size") is not None and values.get("steps_per_generation") is not None:
+            values.pop("generation_batch_size")  # GRPOConfig derives it, then refuses both (TRL's own round trip)
+        return cls(**{k: v for k, v in values.items() if not (k.endswith("_token") and v == f"<{k.upper()}>")})
+    if how == "parser_cli":
+        (cfg,) = HfArgumentParser(cls).parse_args_into_dataclasses(_argv({**base, **options}))
+        return cfg
+    cfg = cls(**base)
+    for name, value in options.items():
+        setattr(cfg, name, value)
+    return cfg
+
+
+def _emulated(spec: str, config: str, names) -> None:
+    """Skip where the installed release applies the options itself (the paths are then TRL's own) or lacks them."""
+    from trlshim.versions import trl_in
+
+    if not trl_in(spec):
+        pytest.skip(f"trlshim does not emulate {config}'s {', '.join(names)} on this release")
+
+
+@pytest.mark.parametrize("how", PATHS)
+@pytest.mark.parametrize("name", ["ORPO", "CPO"])
+def test_pair_prompt_options_reach_the_model_through_every_path(tmp_path, tokenizer, name, how):
+    from datasets import Dataset
+    from test_pair_prompt_truncation import LIMIT, MAX_LENGTH, _classes, _expected, _rows
+
+    trainer_cls, config_cls = _classes(name)
+    options = dict(max_prompt_length=LIMIT, truncation_mode="keep_start")
+    _emulated(">=0.28", f"{name}Config", options)
+    base = helpers.training_kwargs(tmp_path, per_device_train_batch_size=2, max_steps=2, remove_unused_columns=False,
+                                   max_length=MAX_LENGTH)
+    cfg = _through(how, config_cls, base, options)
+    model = helpers.make_model()
+    rec = helpers.Recorder(model)
+    trainer_cls(model=model, args=cfg, train_dataset=Dataset.from_list(_rows()), processing_class=tokenizer).train()
+    rec.remove()
+    assert sorted(rec.rows()) == _expected(tokenizer, _rows(), keep_end=False)
+
+
+@pytest.mark.parametrize("how", PATHS)
+def test_kto_prompt_options_reach_the_model_through_every_path(tmp_path, tokenizer, how):
+    from datasets import Dataset
+    from test_pair_prompt_truncation import LIMIT, MAX_LENGTH, _kto_expected
+    from trl import KTOConfig, KTOTrainer
+
+    options = dict(max_prompt_length=LIMIT, truncation_mode="keep_start")
+    _emulated(">=0.27", "KTOConfig", options)
+    rows = [{"prompt": p, "completion": " " + c, "label": i % 2 == 0} for i, (p, c) in
+            enumerate(zip(helpers.texts(4, seed=51, n_min=10, n_max=16), helpers.texts(4, seed=52, n_min=3, n_max=20)))]
+    base = helpers.training_kwargs(tmp_path, per_device_train_batch_size=2, max_steps=2, remove_unused_columns=False,
+                                   max_length=MAX_LENGTH, loss_type="apo_zero_unpaired")
+    cfg = _through(how, KTOConfig, base, options)
+    model = helpers.make_model()
+    rec = helpers.Recorder(model)
+    KTOTrainer(model=model, ref_model=helpers.make_model(), args=cfg, train_dataset=Dataset.from_list(rows),
+               processing_class=tokenizer).train()
+    rec.remove()
+    assert sorted(rec.rows()) == _kto_expected(tokenizer, rows, keep_end=False)
+
+
+@pytest.mark.parametrize("how", PATHS)
+def test_dpo_removed_caps_reach_the_model_through_every_path(tmp_path, how):
+    import copy as copy_
+
+    import trl
+    from test_dpo_trainer import _data, _prompt_tails, _ta_kwargs, _tokenizer
+
+    options = dict(max_prompt_length=4, max_completion_length=3)
+    _emulated(">=0.29", "DPOConfig", options)
+    cfg = _through(how, trl.DPOConfig, dict(_ta_kwargs(tmp_path), max_length=64), options)
+    tok, data, model = _tokenizer(), _data(), helpers.make_model()
+    rec = helpers.Recorder(model)
+    trl.DPOTrainer(model=model, ref_model=copy_.deepcopy(model), args=cfg, train_dataset=data,
+                   processing_class=tok).train()
+    rec.remove()
+    rows = rec.rows()
+    assert rows and all(len(r) == 7 for r in rows)  # the prompt's last 4 tokens, each completion's first 3
+    assert all(tuple(r[:4]) in _prompt_tails(tok, data, 4) for r in rows)
+
+
+@pytest.mark.parametrize("how", PATHS)
+def test_grpo_prompt_limit_reaches_generation_through_every_path(tmp_path, how):
+    import trl
+    from test_grpo_trainer import COMPLETION, LIMIT, _cut_prompt_run
+
+    _emulated(">=0.26", "GRPOConfig", ["max_prompt_length"])
+    base = helpers.training_kwargs(tmp_path, max_steps=1, per_device_train_batch_size=4, num_generations=2,
+                                   max_completion_length=COMPLETION)
+    cfg = _through(how, trl.GRPOConfig, base, dict(max_prompt_length=LIMIT))
+    fed, tokenized = _cut_prompt_run(tmp_path, "text", config=cfg)
+    assert {tuple(row) for row in fed.generated} == {tuple(ids[-LIMIT:]) for ids in tokenized.values()}

@@ -178,9 +178,5 @@ def test_grpo_written_for_015_keeps_that_releases_objective(tmp_path, monkeypatc
     assert (cfg.beta, cfg.temperature) == (0.04, 0.9)  # 0.19: beta 0.0; 0.18: temperature 1.0
     if "loss_type" in _fields(cfg):  # 0.15 averaged per sequence: what later releases call 'grpo'
         assert cfg.loss_type == "grpo"
-    if trl_in(config.IGNORED_PROMPT_LIMIT):  # 0.26-0.28 ignore or lack it and trlshim cannot truncate: reported
-        assert getattr(cfg, "max_prompt_length", None) is None and "max_prompt_length" not in config.own_options(cfg)
-        assert any("max_prompt_length default 512 not restored" in m for m in report.applied())
-        return
     limit = cfg.max_prompt_length if "max_prompt_length" in _fields(cfg) else config.own_options(cfg)["max_prompt_length"]
-    assert limit == 512  # 0.29+ removed it: trlshim truncates
+    assert limit == 512  # 0.26-0.27: their unused field, 0.28+: carried; trlshim truncates to it from 0.26

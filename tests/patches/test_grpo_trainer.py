@@ -49,11 +49,21 @@ def _dataset(n=8):
 
 
 class _Fed:
-    """Every forward call's input width and attended lengths (generation and loss alike)."""
+    """Every forward call's input width and attended lengths (generation and loss alike); the attended prompt ids
+    of each row ``generate()`` was given; the attended ids of each row of the forwards with gradients (the loss)."""
 
     def __init__(self, model):
-        self.widths, self.lengths = [], []
+        self.widths, self.lengths, self.generated, self.trained = [], [], [], []
+        self.model = model
         self.handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+        generate = model.generate
+
+        def recording(*args, **kwargs):  # 0.14 passes the ids positionally, later releases by name
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            self.generated += _attended(ids, kwargs.get("attention_mask"), model.config.pad_token_id)
+            return generate(*args, **kwargs)
+
+        model.generate = recording
 
     def _hook(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -62,6 +72,19 @@ class _Fed:
             self.widths.append(ids.shape[1])
         if mask is not None:
             self.lengths.extend(mask.sum(-1).tolist())
+        if ids is not None and torch.is_grad_enabled():
+            self.trained += _attended(ids, mask, module.config.pad_token_id)
+
+    def remove(self):
+        self.handle.remove()
+        del self.model.generate
+
+
+def _attended(ids, mask, pad=None) -> list:
+    """Each row's attended ids; without a mask (TRL 0.14's loss forward) the ids after the left padding."""
+    if mask is None:
+        mask = torch.cumsum(ids != pad, dim=1) > 0
+    return [[t for t, m in zip(row, keep) if m] for row, keep in zip(ids.tolist(), mask.tolist())]
 
 
 def _config(tmp_path, **kw):
@@ -74,19 +97,8 @@ def _config(tmp_path, **kw):
     return trl.GRPOConfig(**{**base, "num_generations": 2, "max_completion_length": COMPLETION, **kw})
 
 
-# TRL 0.26-0.27 keep max_prompt_length but ignore it, 0.28 lacks it, and trlshim cannot truncate there: an error
-IGNORED = trl_in(">=0.26,<0.29")
-
-
 def _train(tmp_path, reward_funcs, trainer_cls=None, copy_config=None, **config):
     import trl
-
-    if IGNORED and config.get("max_prompt_length") is not None:
-        with pytest.raises(TypeError, match=r"max_prompt_length.*ignores or removed it"):
-            cls = trainer_cls or trl.GRPOTrainer
-            cls(model=helpers.make_model(), reward_funcs=reward_funcs, args=_config(tmp_path, **config),
-                train_dataset=_dataset(), tokenizer=_tokenizer())
-        pytest.skip("max_prompt_length refused on this release (checked above)")
 
     tok, model = _tokenizer(), helpers.make_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -98,7 +110,7 @@ def _train(tmp_path, reward_funcs, trainer_cls=None, copy_config=None, **config)
     trainer = cls(model=model, reward_funcs=reward_funcs, args=args, train_dataset=_dataset(),
                   tokenizer=tok)  # GRPO never took tokenizer=: trlshim renames it
     trainer.train()
-    fed.handle.remove()
+    fed.remove()
     moved = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
     return fed, moved, tok
 
@@ -186,6 +198,118 @@ def test_grpo_positionals_by_name_and_both_tokenizer_spellings(tmp_path):
                         processing_class=_tokenizer())
     with pytest.raises(TypeError, match="positional"):
         trl.GRPOTrainer(model, reward, cfg, data, None, tok, None)  # later positions differ (1.8 inserted one)
+
+
+def _prompt_ids(tok, prompt) -> list:
+    """A prompt's ids as every release tokenizes it for generation (the tiny tokenizer adds no special tokens)."""
+    text = prompt if isinstance(prompt, str) else tok.apply_chat_template(prompt, tokenize=False,
+                                                                           add_generation_prompt=True)
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _cut_prompt_run(tmp_path, kind, config=None, **fields):
+    """Two steps on one long and one short prompt (both in every batch): what generation and the loss were fed, and
+    each prompt the reward function saw with its tokenized ids. ``config``: a GRPOConfig built elsewhere (else one
+    from ``fields``)."""
+    import trl
+    from datasets import Dataset
+
+    long, short = helpers.texts(1, seed=5, n_min=10, n_max=12)[0], "cat"
+    prompts = [long, short] if kind == "text" else [[{"role": "user", "content": p}] for p in (long, short)]
+    tok, model = _tokenizer(), helpers.make_model()
+    seen = []
+
+    def reward(prompts, completions):
+        seen.extend(prompts)
+        return [float(i) for i in range(len(completions))]
+
+    fed = _Fed(model)
+    per_step = 2 if trl_in("<0.15") else 4  # two prompts a step: 0.14 counted prompts, 0.15+ completions
+    cfg = config or _config(tmp_path, max_steps=2, per_device_train_batch_size=per_step, **fields)
+    trainer = trl.GRPOTrainer(model=model, reward_funcs=reward, args=cfg, processing_class=tok,
+                              train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]))
+    trainer.train()
+    fed.remove()
+    return fed, {repr(p): _prompt_ids(tok, p) for p in seen}
+
+
+@pytest.mark.parametrize("kind", ["text", "chat"])
+def test_grpo_prompts_fed_are_their_last_max_prompt_length_ids(tmp_path, kind):
+    """TRL 0.14-0.23 kept each prompt's last max_prompt_length ids (a left-padded batch's last columns) before
+    generation; the same ids reach generation and the loss on every release: natively before 0.26, by trlshim
+    after (0.26-0.28: the generation path's batch, 0.29+: _tokenize_prompts)."""
+    fed, tokenized = _cut_prompt_run(tmp_path, kind, max_prompt_length=LIMIT)
+    lengths = sorted(len(ids) for ids in tokenized.values())
+    assert len(lengths) == 2 and lengths[0] <= LIMIT < lengths[1]  # one prompt to cut, one left whole
+    cut = {tuple(ids[-LIMIT:]) for ids in tokenized.values()}  # the short one: all of it
+    assert {tuple(row) for row in fed.generated} == cut
+    assert fed.trained and all(any(tuple(row[: len(c)]) == c for c in cut) for row in fed.trained)
+    assert {c for c in cut if any(tuple(row[: len(c)]) == c for row in fed.trained)} == cut  # both reach the loss
+    if trl_in(">=0.26"):
+        assert any("max_prompt_length" in m and "as TRL 0.14-0.23 did" in m for m in report.applied())
+
+
+def test_grpo_prompts_fed_whole_without_max_prompt_length(tmp_path):
+    """The control: with the option unset the long prompt reaches generation whole (0.14-0.25: None set)."""
+    fed, tokenized = _cut_prompt_run(tmp_path, "text", max_prompt_length=None)
+    assert {tuple(row) for row in fed.generated} == {tuple(ids) for ids in tokenized.values()}
+
+
+@pytest.mark.parametrize("setting", ["use_vllm", "use_transformers_paged", "tools", "rollout_func"])
+def test_grpo_max_prompt_length_refused_where_trlshim_cannot_cut(tmp_path, setting):
+    """0.26-0.28 (trlshim cuts the transformers generation path's batch): vLLM, paged generation, the tool loop and
+    rollout_func tokenize the prompts elsewhere; 0.29+: rollout_func. A TypeError naming the option and release."""
+    import trl
+
+    if not trl_in(">=0.26") or (trl_in(">=0.29") and setting != "rollout_func"):
+        pytest.skip(f"TRL {TRL} applies max_prompt_length itself or trlshim cuts it there")
+
+    def lookup(city: str) -> str:
+        """A tool.
+
+        Args:
+            city: a city
+        """
+        return city
+
+    config, kwargs = {}, {}
+    if setting in ("use_vllm", "use_transformers_paged"):
+        config[setting] = True
+    elif setting == "tools":
+        kwargs["tools"] = [lookup]
+    else:
+        kwargs["rollout_func"] = lambda prompts, trainer: {}
+    with pytest.raises(TypeError, match=rf"max_prompt_length.*{setting}|{setting}.*max_prompt_length") as err:
+        trl.GRPOTrainer(model=helpers.make_model(), reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+                        args=_config(tmp_path, max_prompt_length=LIMIT, **config), train_dataset=_dataset(),
+                        processing_class=_tokenizer(), **kwargs)
+    assert str(TRL) in str(err.value)
+
+
+def test_grpo_prompt_cut_proxy_refuses_images_and_unknown_forms():
+    """The 0.26-0.28 proxy: a batch with pixel values would lose image tokens (ValueError); a prompt tokenization
+    in another form than the generation path's (not left-padded tensors) is not one it knows how to cut."""
+    from transformers import BatchEncoding
+
+    from trlshim.patches.grpo.truncation import LastColumns
+
+    class Processor:
+        padding_side = "right"
+
+        def __call__(self, text=None, **kw):
+            ids = torch.arange(1, 9).repeat(2, 1)
+            return BatchEncoding({"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                                  **({"pixel_values": torch.zeros(2, 3)} if kw.get("images") else {})})
+
+    left = dict(padding=True, padding_side="left", return_tensors="pt")
+    proxy = LastColumns(Processor(), 3)
+    assert proxy.padding_side == "right"  # delegated
+    assert proxy(text=["x", "y"], **left)["input_ids"].tolist() == [[6, 7, 8]] * 2
+    with pytest.raises(ValueError, match="max_prompt_length=3 would cut prompts with images"):
+        proxy(text=["x", "y"], images=[1, 2], **left)
+    with pytest.raises(TypeError, match=r"max_prompt_length=3.*form trlshim does not cut"):
+        proxy(text=["x", "y"])
+    assert LastColumns(Processor(), 8)(text=["x"], images=[1], **left)["input_ids"].shape[1] == 8  # nothing cut
 
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])  # replace: TRL's own GRPOConfig refuses its own copy

@@ -117,37 +117,58 @@ def test_written_for_restores_the_old_prompt_limit(tmp_path, monkeypatch):
     assert trlshim  # patched by the plugin
 
 
-def _kto_expected(tokenizer, rows, keep_end=True):
-    """TRL 0.8-0.26 KTO: max_length less one for BOS and one for EOS still to add; when prompt + completion exceed
-    it, the prompt keeps its last (keep_end) LIMIT tokens, then the completion its first max_length - LIMIT."""
-    out = []
-    for row in rows:
-        p = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-        a = tokenizer(row["prompt"] + row["completion"], add_special_tokens=False)["input_ids"][len(p):]
-        budget = MAX_LENGTH - 2
+def _kto_ids(tokenizer, prompt, completion) -> tuple:
+    """A row's (prompt ids, completion ids) as the release tokenizes them: TRL 0.8-1.2 without special tokens (BOS
+    and EOS added after the cut); TRL >= 1.3 (the rewritten KTO) ``tokenizer(text)``, EOS appended to the completion
+    text, no BOS added by the trainer."""
+    if trl_in(">=1.3"):
+        p = tokenizer(prompt)["input_ids"]
+        return p, tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"][len(p):]
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return p, tokenizer(prompt + completion, add_special_tokens=False)["input_ids"][len(p):]
+
+
+def _kto_fed(tokenizer, p, a, keep_end=True) -> list:
+    """The sequence fed for one (prompt, completion) pair."""
+    return sum(_kto_parts(tokenizer, p, a, keep_end), [])
+
+
+def _kto_parts(tokenizer, p, a, keep_end=True) -> tuple:
+    """The (prompt, completion) parts fed for one pair. TRL 0.8-0.26 (``_process_tokens``): max_length less one for
+    a BOS and one for an EOS still to add; when prompt + completion exceed it, the prompt keeps its last (keep_end)
+    LIMIT tokens, then the completion its first max_length - LIMIT; then BOS and EOS are added where missing. TRL
+    >= 1.3: the same rule on its ids - a leading BOS kept, the completion's EOS kept last."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if not trl_in(">=1.3"):
+        budget = MAX_LENGTH - (bool(p) and p[0] != bos) - (bool(a) and a[-1] != eos)
         if len(p) + len(a) > budget:
             p = p[-LIMIT:] if keep_end else p[:LIMIT]
         if len(p) + len(a) > budget:
             a = a[: budget - LIMIT]
-        out.append([tokenizer.bos_token_id] + p + a + [tokenizer.eos_token_id])
-    return sorted(out)
+        return ([bos] if not p or p[0] != bos else []) + p, a + ([eos] if not a or a[-1] != eos else [])
+    head = p[:1] if p and p[0] == bos else []
+    if len(p) + len(a) > MAX_LENGTH:
+        p = head + (p[len(head):][-LIMIT:] if keep_end else p[len(head):][:LIMIT])
+    if len(p) + len(a) > MAX_LENGTH:
+        a = a[: MAX_LENGTH - LIMIT - len(head) - 1] + [eos]
+    return p, a
 
 
-def _kto_expected_18(tokenizer, rows, keep_end=True):
-    """TRL >= 1.3 (the rewritten KTO) tokenizes itself (``tokenizer(text)``, EOS appended to the completion text, no BOS added by the
-    trainer): the same rule on its ids - a leading BOS kept, the completion's EOS kept last."""
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    out = []
-    for row in rows:
-        p = tokenizer(row["prompt"])["input_ids"]
-        a = tokenizer(row["prompt"] + row["completion"] + tokenizer.eos_token)["input_ids"][len(p):]
-        head = p[:1] if p and p[0] == bos else []
-        if len(p) + len(a) > MAX_LENGTH:
-            p = head + (p[len(head):][-LIMIT:] if keep_end else p[len(head):][:LIMIT])
-        if len(p) + len(a) > MAX_LENGTH:
-            a = a[: MAX_LENGTH - LIMIT - len(head) - 1] + [eos]
-        out.append(p + a)
-    return sorted(out)
+def _kto_expected(tokenizer, rows, keep_end=True):
+    return sorted(_kto_fed(tokenizer, *_kto_ids(tokenizer, r["prompt"], r["completion"]), keep_end) for r in rows)
+
+
+def _kto_kl_parts(tokenizer, rows, keep_end=True) -> list:
+    """The KL pairs' (prompt, completion) parts: each row's prompt as fed (cut, BOS added) with its batch neighbour's
+    completion ids (batches of two: every release's rotation and 0.8's reversal both swap the pair), cut again by the
+    rule, as TRL 0.11-0.26 built its KL_ rows from the processed rows."""
+    ids = [_kto_ids(tokenizer, r["prompt"], r["completion"]) for r in rows]
+    prompts = [_kto_parts(tokenizer, p, a, keep_end)[0] for p, a in ids]
+    out = [_kto_parts(tokenizer, prompts[i], ids[i ^ 1][1], keep_end) for i in range(len(ids))]
+    if trl_in(">=0.27,<1.3"):  # 0.26 fed a keep_end KL row up to max_length + 1 tokens (its BOS bookkeeping);
+        eos = tokenizer.eos_token_id  # the release's own completion cut, after trlshim's, caps it at max_length
+        out = [(p, a if len(p) + len(a) <= MAX_LENGTH else a[: MAX_LENGTH - len(p) - 1] + [eos]) for p, a in out]
+    return out
 
 
 @pytest.mark.parametrize("keep_end", [True, False])
@@ -173,10 +194,88 @@ def test_kto_fed_prompt_is_cut_as_before_027(tmp_path, tokenizer, keep_end):
     rec = helpers.Recorder(model)
     trainer.train()
     rec.remove()
-    expected = (_kto_expected_18 if trl_in(">=1.3") else _kto_expected)(tokenizer, rows, keep_end)
+    expected = _kto_expected(tokenizer, rows, keep_end)
     assert sorted(rec.rows()) == expected
     assert max(len(r) for r in expected) == MAX_LENGTH and sum(len(r) < MAX_LENGTH for r in expected) >= 1
     assert not hasattr(tokenizer, "_trlshim_kto_truncation")  # the user's tokenizer is untouched
+
+
+def _kl_rows():
+    """Batches of two, one long and one short completion each: the row with the short completion keeps its whole
+    prompt, its KL pair (with the long completion) has it cut; the other row's prompt is cut either way."""
+    prompts = helpers.texts(4, seed=61, n_min=12, n_max=14)
+    long_c, short_c = helpers.texts(2, seed=62, n_min=16, n_max=18), helpers.texts(2, seed=63, n_min=2, n_max=3)
+    completions = [long_c[0], short_c[0], short_c[1], long_c[1]]
+    return [{"prompt": p, "completion": " " + c, "label": i % 2 == 0}
+            for i, (p, c) in enumerate(zip(prompts, completions))]
+
+
+@pytest.mark.parametrize(("keep_end", "precompute"), [(True, False), (False, False), (True, True)])
+def test_kto_kl_pairs_cut_again_by_the_rule(tmp_path, tokenizer, keep_end, precompute):
+    """The KL term's mismatched pairs: TRL 0.8-0.26 cut each (row's fed prompt, other completion) pair again by the
+    rule, so a KL prompt is cut where the other completion is long though its row's was not. The KL forwards (the
+    policy's, and the reference's, precomputed or not) are fed those sequences natively (<= 0.26), by trlshim's
+    _process_tokens row (0.27-1.2, exactly: the same pipeline) and by KL_prompt_ids + the collator (1.3+: the rule
+    on its own sequences), with TRL's default remove_unused_columns."""
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    if not trl_in(">=0.11"):
+        pytest.skip("TRL 0.8-0.10 paired the raw prompts across the total batch (the meaning emulated is 0.26's)")
+    rows = _kl_rows()
+    main, kl_parts = _kto_expected(tokenizer, rows, keep_end), _kto_kl_parts(tokenizer, rows, keep_end)
+    kl = [p + a for p, a in kl_parts]
+    row_prompts = [_kto_parts(tokenizer, *_kto_ids(tokenizer, r["prompt"], r["completion"]), keep_end)[0] for r in rows]
+    assert any(len(kp) != len(rp) for (kp, _), rp in zip(kl_parts, row_prompts))  # a KL prompt cut, its row's not
+    kw = helpers.training_kwargs(tmp_path, per_device_train_batch_size=2, max_steps=2)
+    fields = dict(max_length=MAX_LENGTH, max_prompt_length=LIMIT)  # loss: every release's default, "kto" (KL term)
+    if precompute:
+        fields["precompute_ref_log_probs"] = True
+    if not keep_end:
+        fields["truncation_mode"] = "keep_start"
+    model, ref = helpers.make_model(), helpers.make_model(seed=1)
+    ref_rows = []
+
+    def reference(module, args, kwargs):  # the reference runs in eval mode (helpers.Recorder skips those)
+        ids, mask = kwargs.get("input_ids", args[0] if args else None), kwargs.get("attention_mask")
+        ref_rows.extend(row[m.bool()].tolist() for row, m in zip(ids, mask))
+
+    handle = ref.register_forward_pre_hook(reference, with_kwargs=True)
+    rec = helpers.Recorder(model)
+    trainer = KTOTrainer(model=model, ref_model=ref, args=KTOConfig(**kw, **fields),
+                         train_dataset=Dataset.from_list(rows), tokenizer=tokenizer)
+    trainer.train()
+    rec.remove()
+    handle.remove()
+    assert sorted(rec.rows()) == sorted(main + kl)  # one epoch: every row once, every KL pair once
+    assert sorted(ref_rows) == sorted(main + kl)
+
+
+def test_kto_evaluate_dataset_is_cut_too(tmp_path, tokenizer):
+    """TRL >= 1.8 prepares a dataset given to ``evaluate()`` after construction: it is cut by the same rule, KL pairs
+    included."""
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    if not trl_in(">=1.8"):
+        pytest.skip("evaluate(eval_dataset=...) prepares the dataset from TRL 1.8")
+    rows = _kl_rows()
+    kw = helpers.training_kwargs(tmp_path, per_device_train_batch_size=2, per_device_eval_batch_size=2)
+    model = helpers.make_model()
+    trainer = KTOTrainer(model=model, ref_model=helpers.make_model(), processing_class=tokenizer,
+                         args=KTOConfig(**kw, max_length=MAX_LENGTH, max_prompt_length=LIMIT),
+                         train_dataset=Dataset.from_list(rows[:2]))
+    fed = []
+
+    def record(module, args, kwargs):
+        ids, mask = kwargs.get("input_ids", args[0] if args else None), kwargs.get("attention_mask")
+        fed.extend(row[m.bool()].tolist() for row, m in zip(ids, mask))
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    trainer.evaluate(eval_dataset=Dataset.from_list(rows))
+    handle.remove()
+    kl = [p + a for p, a in _kto_kl_parts(tokenizer, rows)]
+    assert sorted(fed) == sorted(_kto_expected(tokenizer, rows) + kl)
 
 
 def test_written_for_reason_is_honest_where_not_emulated(tmp_path, monkeypatch):

@@ -203,6 +203,7 @@ class Removed:
     advice: str
     same: tuple = ()
     emulated: str = ""  # releases where trlshim keeps it on the config (``OPTIONS``) and a step of the wing honours it
+    kind: Any = Any  # its type as the field trlshim adds (``HfArgumentParser`` converts command-line values with it)
 
 
 OPTIONS = "_trlshim_pref"  # the plain attribute carrying emulated options where no FIELDS row added them
@@ -320,17 +321,18 @@ def config_row(name: str, module: str, cls: str, versions: str, reason: str, rem
 
 def emulated_fields_row(name: str, module: str, cls: str, versions: str, removed: tuple) -> None:
     """A FIELDS row: the removed fields trlshim emulates, as real fields of the release's config (default None)
-    where the release removed them, so ``dataclasses.replace``, deepcopy and pickle carry them."""
+    where the release removed them, so ``dataclasses.replace``, ``to_dict``, deepcopy, pickle and late edits carry
+    them and ``HfArgumentParser`` parses them (typed by ``Removed.kind``)."""
     emulated = [r for r in removed if r.emulated]
     if not emulated:
         return
     first = min(Version(r.since) for r in emulated)
 
     def spec():
-        return FieldSpec(fields=tuple((r.field, Optional[Any], None) for r in emulated if _gone(r) and _emulated(r)))
+        return FieldSpec(fields=tuple((r.field, Optional[r.kind], None) for r in emulated if _gone(r) and _emulated(r)))
 
     row(name, module, cls, f"{versions},>={first}", f"{', '.join(r.field for r in emulated)} (removed, emulated by "
-        "trlshim) as real fields: they survive dataclasses.replace, to_dict, deepcopy, pickle",
+        "trlshim) as real fields: they survive dataclasses.replace, to_dict, deepcopy, pickle; typed for the command line",
         kind=FIELDS, factory=spec, optional=True)
 
 

@@ -27,8 +27,8 @@ from ..common.preference import (
 _EMULATED = "trlshim emulates it (patches/common/pair_truncation.py)"
 REMOVED = (
     Removed("max_target_length", "0.11", "it only applied to encoder-decoder models: use max_completion_length"),
-    Removed("max_prompt_length", "0.28", _EMULATED, emulated=">=0.28"),
-    Removed("truncation_mode", "1.0", _EMULATED, emulated=">=0.28"),
+    Removed("max_prompt_length", "0.28", _EMULATED, emulated=">=0.28", kind=int),
+    Removed("truncation_mode", "1.0", _EMULATED, emulated=">=0.28", kind=str),
     Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),
     Removed("padding_value", "0.28", "the tokenizer's pad token is used", same=(None,)),
 )

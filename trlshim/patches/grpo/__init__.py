@@ -2,7 +2,7 @@
 ``GRPOConfig.__init__`` row (``config``).
 
 ``STEPS`` is the order: arguments are named and placed first, reward functions are adapted to what the
-release passes, then ``max_prompt_length`` is emulated where the release removed it. On releases
+release passes, then ``max_prompt_length`` is emulated where the release no longer applies it (0.26+). On releases
 without GRPO (< 0.14) the target module does not exist and nothing fires.
 """
 from __future__ import annotations
@@ -17,11 +17,12 @@ STEPS = (
          "(0.14 counted prompts, 0.15+ completions; x or / num_generations, same prompts per step)", batch.translate),
     step("grpo.reward_kwargs", ">=0.14", "reward functions without **kwargs get only the keyword arguments they "
          "accept (TRL adds completion_ids 0.18, trainer_state 0.20, log_extra/log_metric 1.0)", rewards.wrap),
-    step("grpo.max_prompt_length", ">=0.29", "max_prompt_length truncates prompts as in TRL 0.14-0.27 (removed in "
-         "0.28)", truncation.emulate, expects=truncation.expects),
-    step("grpo.max_prompt_length.refused", ">=0.26,<0.29", "max_prompt_length is an error where TRL ignores it "
-         "(0.26-0.27: deprecated, unused) or lacks it (0.28) and trlshim cannot truncate (no single prompt "
-         "tokenizer)", truncation.refuse),
+    step("grpo.max_prompt_length", ">=0.29", "max_prompt_length (removed in 0.28) keeps each prompt's last N tokens, "
+         "as TRL 0.14-0.23 did: on _tokenize_prompts' ids", truncation.emulate, expects=truncation.expects),
+    step("grpo.max_prompt_length.generation", ">=0.26,<0.29", "max_prompt_length (0.26-0.27: deprecated, unused; "
+         "0.28: removed) keeps each prompt's last N tokens, as TRL 0.14-0.23 did: the left-padded batch of "
+         "transformers' generation path cut to its last N columns (vLLM, paged generation, tools: TypeError)",
+         truncation.emulate_generation, expects=truncation.expects_generation),
 )
 
 PIPELINE = register(Pipeline(

@@ -5,8 +5,8 @@ that stops a CPU run. One table per concern; the ``GRPOConfig.__init__`` row app
   ``wandb_log_unique_prompts`` -> ``log_unique_prompts`` at 0.26, ``use_liger_loss`` -> ``use_liger_kernel``
   at 0.25/0.28, ``vllm_max_model_len`` (0.15-0.17) / ``vllm_max_model_length`` (0.26+)): the given name where
   the release has it, else its other spelling (reported once).
-- ``max_prompt_length`` (removed in 0.28): kept as trlshim's option on the config; ``truncation.py``
-  truncates prompts to it as TRL 0.14-0.27 did.
+- ``max_prompt_length`` (default None and no longer read from 0.26, removed in 0.28): kept as trlshim's option
+  on the config from 0.28; ``truncation.py`` truncates prompts to it as TRL 0.14-0.23 did from 0.26.
 - Fields a release lacks, given with the one value that changes nothing there (``loss_type="grpo"`` on
   0.14-0.15, whose loss is that aggregation; ``vllm_mode="server"`` on 0.16-0.17; ``vllm_device="auto"`` after
   0.18, ...): dropped with a report. Any other value is a TypeError naming field, release and what to do.
@@ -179,21 +179,15 @@ def _written_for(cls, kwargs: dict) -> dict:
                            f"{fixed!r} (the loss TRL {rel} computes)")
             out["loss_type"] = fixed
     points = written_for.table()["classes"].get("GRPOConfig", {}).get("max_prompt_length")
-    if points and "max_prompt_length" not in fields and "max_prompt_length" not in out and not trl_in(IGNORED_PROMPT_LIMIT):
+    if points and "max_prompt_length" not in fields and "max_prompt_length" not in out:
         old = written_for.value_at(points, rel)
         if old not in (None, written_for.ABSENT):
             report.decided("written_for.GRPOConfig.max_prompt_length", f"trlshim: written_for={rel}: "
                            f"GRPOConfig.max_prompt_length -> {old!r} (emulated: {installed_label()} removed it)")
             out["max_prompt_length"] = old
-    cannot = {}
-    if trl_in(IGNORED_PROMPT_LIMIT):
-        cannot["max_prompt_length"] = f"{installed_label()} ignores it and trlshim cannot truncate prompts there"
-    return written_for.restore_defaults("GRPOConfig", cls, out, cannot=cannot)
-
-
-# TRL 0.26-0.27 keep max_prompt_length as a deprecated field they no longer apply; 0.28 removed it; neither has
-# one place where prompts become ids (truncation.py): a value there is a TypeError, never a silent no-op.
-IGNORED_PROMPT_LIMIT = ">=0.26,<0.29"
+    # 0.26-0.27 keep the field (default None, no longer read): the old default is restored there as any other,
+    # and applied by trlshim (truncation.py)
+    return written_for.restore_defaults("GRPOConfig", cls, out)
 
 
 def translate(cls, kwargs: dict):

@@ -25,10 +25,10 @@ _EXPERIMENTAL = ">=0.26,<1.8"
 _EMULATED = ">=0.27"  # truncation.py: in front of _process_tokens (0.27-1.2) / on _prepare_dataset's output (1.3+)
 _NO_PROMPT_TRUNCATION = "trlshim emulates it (patches/kto/truncation.py)"
 REMOVED = (
-    Removed("max_prompt_length", "0.27", _NO_PROMPT_TRUNCATION, emulated=_EMULATED),
+    Removed("max_prompt_length", "0.27", _NO_PROMPT_TRUNCATION, emulated=_EMULATED, kind=int),
     Removed("max_completion_length", "0.27", "it only applied to encoder-decoder models, which this release's KTO "
-            "does not support: remove it", emulated=_EMULATED),
-    Removed("truncation_mode", "0.27", _NO_PROMPT_TRUNCATION, emulated=_EMULATED),
+            "does not support: remove it", emulated=_EMULATED, kind=int),
+    Removed("truncation_mode", "0.27", _NO_PROMPT_TRUNCATION, emulated=_EMULATED, kind=str),
     Removed("is_encoder_decoder", "0.27", "encoder-decoder models are not supported by this release's KTO",
             same=(None, False)),
     Removed("label_pad_token_id", "0.28", "labels are padded with -100 (the only value it accepts)", same=(-100,)),

@@ -5,9 +5,10 @@ less one for each BOS/EOS still to be added, when prompt + completion exceed it 
 ``max_prompt_length`` tokens (its LAST with ``truncation_mode="keep_end"``, the default; its first with
 ``"keep_start"``), then, if still too long, the completion to ``max_length - max_prompt_length``. 0.27 removed both
 options and only cuts the completion. 0.27-1.2 keep the same pipeline (``_tokenize`` -> ``_process_tokens`` for the
-rows, then again with prefix ``KL_`` for the mismatched pairs), so the old rule is put in front of the module's
-``_process_tokens`` (a row): it cuts the raw ids the way 0.26 did before the release's own code runs (which then
-finds nothing to cut). The options travel to it on the trainer's own shallow copy of the tokenizer (``fn_kwargs``
+rows, then again with prefix ``KL_`` on the processed rows' prompts and the rotated raw completions, for the
+mismatched pairs), so the old rule is put in front of the module's ``_process_tokens`` (a row): it cuts the raw ids
+the way 0.26 did before the release's own code runs (which then finds nothing to cut - except in a keep_end KL row
+0.26's BOS bookkeeping left at ``max_length + 1`` tokens, which it caps at ``max_length``: reported). The options travel to it on the trainer's own shallow copy of the tokenizer (``fn_kwargs``
 carries it, so ``datasets``' cache fingerprint and ``num_proc`` workers see them); the user's tokenizer is untouched.
 
 TRL >= 1.3 (KTO rewritten in ``trl.experimental`` at 1.3, promoted to ``trl.trainer`` at 1.8: ``_prepare_dataset`` tokenizes ``prompt_ids`` / ``completion_ids``, the completion
@@ -15,8 +16,15 @@ already ending with EOS, and the collator keeps the first ``max_length`` tokens)
 the same rule on those ids - prompt + completion over ``max_length``: the prompt keeps its last (``keep_end``) or
 first ``max_prompt_length`` tokens (a leading BOS kept in front), then the completion its first
 ``max_length - max_prompt_length`` tokens (less the BOS), its EOS kept last as the old release re-added it. Whether
-there is a BOS is the release's tokenization's choice (0.26 always added one). The mismatched KL completions share the row's (cut) prompt there, so they are cut to fit it (0.26 cut
-each KL pair on its own). The release's "prompt fills max_length" filter runs after the cut, as it would.
+there is a BOS is the release's tokenization's choice (0.26 always added one). The mismatched KL pairs: 0.11-0.26 built
+each from the row's prompt as fed (cut, with BOS) and another row's raw completion (the rotation TRL >= 1.3 still
+does; 0.8-0.10 paired the raw prompt), and cut that pair again by the rule - so a KL prompt is cut where the other completion is long even when its
+row's was not. trlshim does the same on 1.3+'s ids and keeps the KL prompt in a ``KL_prompt_ids`` column; the
+trainer's collator (``KLPrompts``) builds the KL sequences from it (TRL's collator uses the row's ``prompt_ids``
+for both). 0.26's BOS bookkeeping made its KL rows one token off the rule (keep_end: up to ``max_length + 1`` tokens,
+which 1.3+'s collator caps at ``max_length``; keep_start: the BOS counted in ``max_prompt_length``): not reproduced,
+reported once. The release's "prompt fills max_length" filter runs after the cut, as it
+would. Image data (1.8+: tokenized in the collator) is a TypeError.
 
 ``max_completion_length`` only ever applied to encoder-decoder models (which 0.27+ KTO does not support): dropped
 with a report.
@@ -98,6 +106,10 @@ def emulate(call) -> None:
     if tokenizer is None:
         raise TypeError(f"KTOTrainer(max_prompt_length=...) on {installed_label()}: pass processing_class= (the "
                         "tokenizer) so trlshim can truncate prompts as TRL <= 0.26 did")
+    if plan[1] and call.get("loss_type", "kto") != "apo_zero_unpaired":  # the KL term's rows
+        report.decided("KTOTrainer.max_prompt_length.KL", "trlshim: KTOTrainer: KL pairs cut as TRL <= 0.26 did, except "
+                       "a keep_end KL row 0.26 fed with max_length + 1 tokens (its BOS bookkeeping): "
+                       f"{installed_label()}'s own completion cut, after trlshim's, caps it at max_length")
     carrier = copy.copy(tokenizer)
     setattr(carrier, MARK, plan)
     call.kwargs["processing_class"] = carrier
@@ -119,20 +131,27 @@ def _cut(ids: list, n: int, eos) -> list:
     return ids[: max(n, 0)]
 
 
-def stable_rule(example, max_length: int, limit: int, keep_end: bool, bos, eos) -> dict:
-    """One prepared row of TRL >= 1.3 cut by the old rule (module docstring): a leading BOS stays in front of the
-    prompt's kept tokens and the completion keeps ``max_length - max_prompt_length`` tokens less that BOS, as
-    0.26 did (it cut the raw ids, then added BOS and EOS)."""
-    p, a = list(example["prompt_ids"]), list(example["completion_ids"])
+def _pair(p: list, a: list, max_length: int, limit: int, keep_end: bool, bos, eos) -> tuple:
+    """One (prompt, completion) pair of TRL >= 1.3 ids cut by the old rule (module docstring)."""
     head = p[:1] if p and bos is not None and p[0] == bos else []
     if len(p) + len(a) > max_length:
         body = p[len(head):]
         p = head + (body[-limit:] if keep_end else body[:limit])
     if len(p) + len(a) > max_length:
         a = _cut(a, max_length - limit - len(head), eos)
+    return p, a
+
+
+def stable_rule(example, max_length: int, limit: int, keep_end: bool, bos, eos) -> dict:
+    """One prepared row of TRL >= 1.3 cut by the old rule (module docstring): a leading BOS stays in front of the
+    prompt's kept tokens and the completion keeps ``max_length - max_prompt_length`` tokens less that BOS, as
+    0.26 did (it cut the raw ids, then added BOS and EOS). The KL pair (the row's prompt as cut, another row's
+    completion) is cut again by the rule, as 0.26 cut its ``KL_`` rows; its prompt goes to ``KL_prompt_ids``."""
+    p, a = _pair(list(example["prompt_ids"]), list(example["completion_ids"]), max_length, limit, keep_end, bos, eos)
     out = {"prompt_ids": p, "completion_ids": a}
     if "KL_completion_ids" in example:
-        out["KL_completion_ids"] = _cut(list(example["KL_completion_ids"]), max_length - len(p), eos)
+        out["KL_prompt_ids"], out["KL_completion_ids"] = _pair(p, list(example["KL_completion_ids"]), max_length,
+                                                              limit, keep_end, bos, eos)
     return out
 
 
@@ -153,14 +172,55 @@ def _copy_without_max_length(args: tuple, kw: dict) -> tuple:
     return tuple(args), kw, length
 
 
+class KLPrompts:
+    """The trainer's data collator (TRL >= 1.3) with each KL sequence built on its own prompt (``KL_prompt_ids``):
+    the collator is called once as it is, and, where a KL prompt differs from its row's, once more on the KL pairs
+    as plain rows, whose sequences replace its ``KL_*`` ones (same truncation, padding and masks)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, examples, *args, **kwargs):
+        if not examples or "KL_prompt_ids" not in examples[0]:
+            return self.inner(examples, *args, **kwargs)
+        out = self.inner([{k: v for k, v in ex.items() if k != "KL_prompt_ids"} for ex in examples], *args, **kwargs)
+        if all(list(ex["KL_prompt_ids"]) == list(ex["prompt_ids"]) for ex in examples):
+            return out
+        kl = self.inner([{"prompt_ids": ex["KL_prompt_ids"], "completion_ids": ex["KL_completion_ids"],
+                          "label": ex["label"]} for ex in examples], *args, **kwargs)
+        keys = [k for k in kl if f"KL_{k}" in out]
+        if not keys:
+            raise TypeError(f"KTOTrainer: max_prompt_length: trlshim cannot give the KL sequences their own prompts "
+                            f"with this data collator ({type(self.inner).__name__} returns no KL_* sequences) on "
+                            f"{installed_label()}; use TRL's collator, or truncate the dataset yourself")
+        for key in keys:
+            out[f"KL_{key}"] = kl[key]
+        return out
+
+
+def _kl_collator(trainer) -> None:
+    """The trainer's collator and kept columns carry ``KL_prompt_ids`` (idempotent)."""
+    collator = getattr(trainer, "data_collator", None)
+    if collator is not None and not isinstance(collator, KLPrompts):
+        trainer.data_collator = KLPrompts(collator)
+    trainer._set_signature_columns_if_needed()
+    columns = trainer._signature_columns
+    if columns is not None and "KL_completion_ids" in columns and "KL_prompt_ids" not in columns:
+        trainer._signature_columns = list(columns) + ["KL_prompt_ids"]
+
+
 def emulate_stable(call) -> None:
-    """Step (TRL >= 1.3): cut the prepared datasets (module docstring)."""
+    """Step (TRL >= 1.3): cut the prepared datasets (module docstring), each KL pair on its own."""
     plan = _plan(call)
     instance = call.instance
     if plan is None or instance is None:
         return
     limit, keep_end = plan
     prepare: Callable = instance._prepare_dataset
+    precompute: Optional[Callable] = getattr(instance, "_precompute_ref_logps", None)
 
     def _prepare_dataset(dataset, *args, **kw):
         args, kw, length = _copy_without_max_length(args, kw)
@@ -175,10 +235,29 @@ def emulate_stable(call) -> None:
         tokenizer = getattr(instance, "_tokenizer", None) or instance.processing_class
         ids = dict(bos=getattr(tokenizer, "bos_token_id", None), eos=getattr(tokenizer, "eos_token_id", None))
         out = out.map(stable_rule, fn_kwargs=dict(max_length=length, limit=limit, keep_end=keep_end, **ids))
+        if "KL_completion_ids" in names:
+            report.decided("KTOTrainer.max_prompt_length.KL", "trlshim: KTOTrainer: each KL pair (a row's prompt as "
+                           "cut, another row's completion) cut again by the TRL <= 0.26 rule and fed with its own "
+                           f"prompt; on {installed_label()}'s sequences, where 0.26's BOS bookkeeping made KL rows one "
+                           "token off (keep_end: up to max_length + 1 tokens, which this release's collator caps; "
+                           "keep_start: the BOS counted in max_prompt_length)")
         return out.filter(lambda example: len(example["prompt_ids"]) < length)  # as the release does
 
-    instance._prepare_dataset = _prepare_dataset
-    call.after(lambda c: vars(instance).pop("_prepare_dataset", None))
+    def _precompute_ref_logps(*args, **kw):  # in TRL's __init__, after Trainer's: the collator exists
+        _kl_collator(instance)
+        return precompute(*args, **kw)
+
+    def done(c):
+        if getattr(instance, "_is_vision_dataset", False):  # 1.8+ prepare image data in the collator, never here
+            raise TypeError(f"KTOTrainer: trlshim cannot apply max_prompt_length to image data on {installed_label()} "
+                            "(it is tokenized in the collator); truncate the prompts yourself, or use max_length")
+        _kl_collator(instance)
+        vars(instance).pop("_precompute_ref_logps", None)
+
+    instance._prepare_dataset = _prepare_dataset  # kept: evaluate(eval_dataset=...) prepares through it (1.10+)
+    if precompute is not None:
+        instance._precompute_ref_logps = _precompute_ref_logps
+    call.after(done)
 
 
 def expects_stable(init) -> Optional[str]:
