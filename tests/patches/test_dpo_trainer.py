@@ -264,3 +264,34 @@ def test_legacy_config_fields_match_the_installed_trainer():
 
     sig = inspect.signature(DPOTrainer.__init__).parameters
     assert dict(LEGACY_DEFAULTS) == {n: p.default for n, p in sig.items() if n in DPO_OPTIONS}
+
+
+def test_a_dataset_given_to_evaluate_is_cut_too(tmp_path):
+    """evaluate(eval_dataset=...) prepares that dataset (DPOTrainer.evaluate, TRL 1.6+): the old caps (prompt's last
+    4 tokens, completions' first 3) reach it as they reach the training data."""
+    import trl
+
+    if "evaluate" not in vars(trl.DPOTrainer):
+        pytest.skip("this release's evaluate() does not prepare a dataset given to it (its collator refuses raw rows)")
+
+    cfg = _config_2x(tmp_path, trlshim.DPOConfig)
+    tok = _tokenizer()
+    model = helpers.make_model()
+    trainer = trl.DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=cfg, train_dataset=_data(4),
+                             processing_class=tok)
+    rows = []
+
+    def seen(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        if not module.training and ids is not None:
+            rows.extend(r[m.bool()].tolist() if mask is not None else r.tolist() for r, m in
+                        zip(ids, mask if mask is not None else ids))
+
+    handle = model.register_forward_pre_hook(seen, with_kwargs=True)
+    later = _data(12).select(range(8, 12))  # not the training rows: prepared only by evaluate()
+    trainer.evaluate(eval_dataset=later)
+    handle.remove()
+    assert rows and all(len(r) == 7 for r in rows), rows
+    tails = _prompt_tails(tok, later, 4)
+    assert all(tuple(r[:4]) in tails for r in rows)

@@ -166,8 +166,9 @@ def apply(call) -> None:
         name = kw.get("dataset_name", args[2] if len(args) > 2 else "dataset")
         return _convert(dataset, layout, target, cfg, caps, drops, f"{name} dataset")
 
+    # kept after __init__: evaluate(eval_dataset=...) prepares its dataset again (TRL >= 1.6), and the ids must apply
+    # there too (was popped after __init__: an evaluation dataset passed later went through uncut, silently)
     instance._prepare_dataset = _prepare_dataset
-    call.after(lambda c: vars(instance).pop("_prepare_dataset", None))
 
 
 def refuse(call) -> None:

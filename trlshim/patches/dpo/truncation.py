@@ -105,8 +105,9 @@ def apply(call) -> None:
             out = out.filter(lambda example: len(example[columns[0]]) < length)  # as the release does
         return out
 
+    # kept after __init__: evaluate(eval_dataset=...) prepares its dataset again (TRL >= 1.6), and the cut must apply
+    # there too (was popped after __init__: an evaluation dataset passed later went through uncut, silently)
     instance._prepare_dataset = _prepare_dataset
-    call.after(lambda c: vars(instance).pop("_prepare_dataset", None))
 
 
 def expects(init) -> Optional[str]:
