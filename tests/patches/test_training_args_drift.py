@@ -253,3 +253,27 @@ def test_old_field_keeps_its_meaning(tmp_path, old, value, read):
     kw.pop("per_device_train_batch_size")  # both spellings with different values would be an error
     assert read(TrainingArguments(**kw))
     assert any(old in m for m in _translations()) is (TF >= Version("5.0"))
+
+
+@pytest.mark.parametrize("eval_steps", [5, 1])
+def test_eval_strategy_without_eval_dataset_fails_at_the_first_evaluation_only(tmp_path, eval_steps):
+    """transformers < 4.46 built the trainer and raised only at an evaluation step that came; 4.46+ refuse it at
+    build. The old meaning on every release: no evaluation step within max_steps -> trains; one -> the old error."""
+    import inspect
+
+    from transformers import TrainingArguments
+
+    spelling = "eval_strategy" if "eval_strategy" in inspect.signature(TrainingArguments.__init__).parameters \
+        else "evaluation_strategy"
+    args = TrainingArguments(**helpers.training_kwargs(tmp_path, max_steps=2), eval_steps=eval_steps,
+                             **{spelling: "steps"})
+    trainer = trl.SFTTrainer(model=helpers.make_model(), args=args, train_dataset=helpers.text_dataset(),
+                             processing_class=helpers.make_tokenizer())
+    assert str(getattr(getattr(trainer.args, spelling), "value", getattr(trainer.args, spelling))) == "steps"
+    if eval_steps > 2:
+        trainer.train()
+        assert trainer.state.global_step == 2
+    else:
+        with pytest.raises(ValueError, match="evaluation requires an eval_dataset"):
+            trainer.train()
+        assert trainer.state.global_step == 1  # one step trained, then the first evaluation raised

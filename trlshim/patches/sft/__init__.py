@@ -9,6 +9,7 @@ RoPE router and TRL's metrics under the fused head (``kernel_routing``).
 from __future__ import annotations
 
 from ...pipeline import Pipeline, register, step
+from ..common import eval_without_dataset
 from . import (
     arguments,
     collators,
@@ -29,6 +30,9 @@ STEPS = (
     step("sft.arguments", ">=0.7", "accept every release's SFTTrainer arguments (tokenizer/processing_class, SFT "
          "options on trainer or config, TrainingArguments as SFTConfig)", arguments.translate,
          expects=arguments.expects),
+    step("sft.eval_without_dataset", ">=0.7", "eval_strategy without an eval_dataset fails at the first evaluation "
+         "step, as before transformers 4.46 (which refuses it when the trainer is built)",
+         eval_without_dataset.defer_error),
     step("sft.model_init_kwargs", ">=0.7", "model_init_kwargs keys in the spelling the release reads (torch_dtype "
          "<-> dtype: TRL >= 0.23 would load float32)", model_init.translate),
     step("sft.text_field_default", "<0.12", "dataset_text_field='text' where the release has no default and would "
