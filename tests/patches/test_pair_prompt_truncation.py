@@ -212,7 +212,7 @@ def _kl_rows():
 
 @pytest.mark.parametrize(("keep_end", "precompute"), [(True, False), (False, False), (True, True)])
 def test_kto_kl_pairs_cut_again_by_the_rule(tmp_path, tokenizer, keep_end, precompute):
-    """The KL term's mismatched pairs: TRL 0.8-0.26 cut each (row's fed prompt, other completion) pair again by the
+    """The KL term's mismatched pairs: TRL 0.12-0.26 cut each (row's fed prompt, other completion) pair again by the
     rule, so a KL prompt is cut where the other completion is long though its row's was not. The KL forwards (the
     policy's, and the reference's, precomputed or not) are fed those sequences natively (<= 0.26), by trlshim's
     _process_tokens row (0.27-1.2, exactly: the same pipeline) and by KL_prompt_ids + the collator (1.3+: the rule
@@ -220,8 +220,9 @@ def test_kto_kl_pairs_cut_again_by_the_rule(tmp_path, tokenizer, keep_end, preco
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    if not trl_in(">=0.11"):
-        pytest.skip("TRL 0.8-0.10 paired the raw prompts across the total batch (the meaning emulated is 0.26's)")
+    if not trl_in(">=0.12"):
+        pytest.skip("TRL 0.8-0.11 built the KL pairs otherwise (0.8-0.10: raw prompts across the total batch; 0.11 "
+                    "fed other pairs - found by the full matrix, not diagnosed); the meaning emulated is 0.12-0.26's")
     rows = _kl_rows()
     main, kl_parts = _kto_expected(tokenizer, rows, keep_end), _kto_kl_parts(tokenizer, rows, keep_end)
     kl = [p + a for p, a in kl_parts]
