@@ -16,7 +16,7 @@ already ending with EOS, and the collator keeps the first ``max_length`` tokens)
 the same rule on those ids - prompt + completion over ``max_length``: the prompt keeps its last (``keep_end``) or
 first ``max_prompt_length`` tokens (a leading BOS kept in front), then the completion its first
 ``max_length - max_prompt_length`` tokens (less the BOS), its EOS kept last as the old release re-added it. Whether
-there is a BOS is the release's tokenization's choice (0.26 always added one). The mismatched KL pairs: 0.11-0.26 built
+there is a BOS is the release's tokenization's choice (0.26 always added one). The mismatched KL pairs: 0.12-0.26 built
 each from the row's prompt as fed (cut, with BOS) and another row's raw completion (the rotation TRL >= 1.3 still
 does; 0.8-0.10 paired the raw prompt), and cut that pair again by the rule - so a KL prompt is cut where the other completion is long even when its
 row's was not. trlshim does the same on 1.3+'s ids and keeps the KL prompt in a ``KL_prompt_ids`` column; the
