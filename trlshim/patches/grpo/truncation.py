@@ -79,19 +79,8 @@ def emulate(call) -> None:
     report.decided("grpo.max_prompt_length", f"trlshim: prompts truncated to their last max_prompt_length tokens, "
                    f"as TRL 0.14-0.23 did ({installed_label()} removed the option)")
 
-    def install(call):
-        trainer = call.instance
-        trainer._tokenize_prompts = functools.partial(_truncating, trainer._tokenize_prompts, limit)
-        trainer.max_prompt_length = limit  # what 0.14-0.25 trainers exposed
-
-    call.after(install)
-
-
-def expects(init) -> Optional[str]:
-    cls = _trainer_class(init)
-    if cls is not None and not callable(getattr(cls, "_tokenize_prompts", None)):
-        return "GRPOTrainer has no _tokenize_prompts to truncate prompts in"
-    return None
+    _wrap_after_init(call, limit, "_tokenize_prompts",
+                     lambda trainer, tokenize, limit: functools.partial(_truncating, tokenize, limit))
 
 
 # -- TRL 0.26-0.28: the regular generation path -------------------------------------------------------------------
@@ -196,21 +185,33 @@ def emulate_generation(call) -> None:
     report.decided("grpo.max_prompt_length", f"trlshim: prompts truncated to their last max_prompt_length tokens "
                    f"before generation, as TRL 0.14-0.23 did ({installed_label()} ignores or removed the option)")
 
+    _wrap_after_init(call, limit, "_generate_single_turn", _Generating)
+
+
+# -- both -----------------------------------------------------------------------------------------------------------
+def _wrap_after_init(call, limit: int, method: str, wrap) -> None:
+    """After TRL's ``__init__``: the trainer's ``method`` replaced by ``wrap(trainer, method, limit)``."""
+
     def install(call):
         trainer = call.instance
-        trainer._generate_single_turn = _Generating(trainer, trainer._generate_single_turn, limit)
+        setattr(trainer, method, wrap(trainer, getattr(trainer, method), limit))
         trainer.max_prompt_length = limit  # what 0.14-0.25 trainers exposed
 
     call.after(install)
 
 
-def expects_generation(init) -> Optional[str]:
-    cls = _trainer_class(init)
-    if cls is not None and not callable(getattr(cls, "_generate_single_turn", None)):
-        return "GRPOTrainer has no _generate_single_turn to cut prompts in"
-    return None
+def _has_method(method: str):
+    """A step's shape check: the installed GRPOTrainer has ``method`` to cut prompts in."""
+
+    def expects(init) -> Optional[str]:
+        module = sys.modules.get(getattr(init, "__module__", ""), None)
+        cls = getattr(module, "GRPOTrainer", None)
+        if cls is not None and not callable(getattr(cls, method, None)):
+            return f"GRPOTrainer has no {method} to cut prompts in"
+        return None
+
+    return expects
 
 
-def _trainer_class(init):
-    module = sys.modules.get(getattr(init, "__module__", ""), None)
-    return getattr(module, "GRPOTrainer", None)
+expects = _has_method("_tokenize_prompts")  # 0.29+
+expects_generation = _has_method("_generate_single_turn")  # 0.26-0.28
