@@ -15,6 +15,7 @@ from packaging.version import Version
 
 from ... import report
 from ...versions import release, transformers_version
+from .callbacks import Callback
 
 REFUSED_FROM = Version("4.46")
 FIELDS = ("eval_strategy", "evaluation_strategy")
@@ -56,7 +57,7 @@ def defer_error(call) -> None:
                    f"(transformers {installed} refuses it when the trainer is built)")
 
 
-class NoEvaluationAtTheEnd:
+class NoEvaluationAtTheEnd(Callback):
     """A TrainerCallback (duck-typed) after transformers' own flow callback: the evaluation transformers 5.x adds
     at the last step (not an ``eval_steps`` multiple) is dropped while the trainer has no evaluation dataset."""
 
@@ -69,8 +70,3 @@ class NoEvaluationAtTheEnd:
                 and state.global_step % steps != 0):
             control.should_evaluate = False
         return control
-
-    def __getattr__(self, name):  # every other callback event: nothing to do
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)

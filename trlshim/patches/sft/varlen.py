@@ -20,6 +20,8 @@ import functools
 import inspect
 import weakref
 
+from ..common.callbacks import Callback
+
 NAME = "trlshim_varlen"
 MIN_CAPABILITY = (8, 0)  # FlashAttention-2 kernels: Ampere and newer
 
@@ -104,7 +106,7 @@ def unregister() -> None:
         registry._global_mapping.pop(NAME, None)
 
 
-class SwitchDuringTraining:
+class SwitchDuringTraining(Callback):
     """A TrainerCallback (duck-typed: the Trainer calls its hooks by name) that sets the model's attention to
     :data:`NAME` when training begins and restores the model's own when it ends. ``train()`` may end by an
     exception (a user's callback, an interrupt) without ``on_train_end``: :meth:`around_train` restores it then."""
@@ -135,11 +137,6 @@ class SwitchDuringTraining:
                 self.on_train_end()
 
         trainer.train = restoring_train
-
-    def __getattr__(self, name):  # every other callback event: nothing to do
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
 
 
 def _set(config, name: str) -> None:
