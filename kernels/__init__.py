@@ -4,6 +4,8 @@ Public API:
   rms_norm(x, weight, eps=1e-6, offset=0.0)
   apply_rotary(q, k, cos, sin, unsqueeze_dim=1)
   swiglu(gate, up), geglu(gate, up), glu_mlp(x, gate_weight, up_weight, down_weight, gelu=False)
+  lora_linear(x, weight, bias, a, b, scaling) ; lora_glu_mlp(x, (wg, wu, wd), ((A, B, s) x3), gelu=False):
+      LoRA projections / a LoRA gated MLP as one autograd node each
   fused_linear_cross_entropy(hidden, weight, labels, bias=None, *, ignore_index=-100, reduction="mean",
                              num_items_in_batch=None, softcap=None, chunk_size=None, return_stats=False)
   apply_to_model(model, *, rms_norm=True, rope=False, swiglu=True, fused_linear_cross_entropy=True) -> KernelHandle
@@ -38,6 +40,7 @@ from .models import (
     unwrap_model,
     weight_refusal,
 )
+from .lora import lora_glu_mlp, lora_linear
 from .offload import offload_checkpoints, offload_refusal, offloaded_calls, offloaded_checkpoint_function
 from .reference import CEStats
 from .rms_norm import rms_norm
@@ -46,7 +49,7 @@ from .swiglu import geglu, glu_mlp, swiglu
 
 __all__ = [
     "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "apply_to_model", "fused_linear_cross_entropy",
-    "geglu", "glu_mlp", "head_refusal", "interpreting", "last_stats", "offload_checkpoints", "offload_refusal",
+    "geglu", "glu_mlp", "head_refusal", "interpreting", "last_stats", "lora_glu_mlp", "lora_linear", "offload_checkpoints", "offload_refusal",
     "offloaded_calls", "offloaded_checkpoint_function", "rms_norm", "rope_active", "rope_scope", "rotary_supported", "route_rotary",
     "routed_rotary", "supported_model_types", "swiglu", "unwrap_model", "weight_refusal",
 ]

@@ -6,8 +6,11 @@ transformers), records every original and ``handle.undo()`` puts each one back (
 * RMSNorm: each ``*RMSNorm`` module gets an instance ``forward`` calling :func:`rms_norm` with the
   module's own ``weight`` Parameter (Gemma classes use the ``1 + w`` form).
 * SwiGLU/GeGLU: each ``*MLP`` module with ``gate_proj/up_proj/down_proj`` gets
-  ``down_proj(glu(gate_proj(x), up_proj(x)))``; the projections are called as submodules, so
-  LoRA-wrapped projections keep working.
+  ``down_proj(glu(gate_proj(x), up_proj(x)))`` as one autograd node that saves x, gate and up only
+  (:func:`glu_mlp`: plain Linear projections; :func:`lora_glu_mlp`: a plain LoRA adapter on each of the
+  three, with ``lora=True``), when the weights are in ``x``'s dtype and autocast, if on, is to that dtype
+  (the Trainer's ``bf16=True`` runs the forward under autocast: it would cast nothing). Otherwise the
+  projections are called as submodules (quantised, hooked, mixed-dtype), so they keep working.
 * Fused linear cross-entropy: the causal LM's ``forward`` is wrapped. Without ``labels``, or in
   eval mode (``model.eval()``: evaluation and prediction may need the logits), it is the original
   forward, untouched. With ``labels`` it runs the original forward with ``labels=None``
@@ -22,7 +25,7 @@ transformers), records every original and ``handle.undo()`` puts each one back (
   ``n_correct``, ``entropy_sum``, ``n_tokens``; mean accuracy = n_correct / n_tokens).
 * LoRA (PEFT ``lora.Linear``, plain adapters only): each such module gets an instance ``forward``
   computing ``out = base(x)`` then ``out.addmm_(x @ A^T, B^T, alpha=scaling)`` in the base output's
-  dtype: the adapter's scale-and-add is fused into the second GEMM's epilogue, and PEFT's float32
+  dtype (one autograd node, :func:`lora_linear`, when the base weight is in ``x``'s dtype): the adapter's scale-and-add is fused into the second GEMM's epilogue, and PEFT's float32
   detour (``autocast_adapter_dtype`` keeps A/B in float32, so PEFT casts x to float32, saves that copy
   for backward and adds a float32 product into the bf16 output) is gone; A and B are cast to the
   output dtype (as autocast does), their gradients flow back in their own dtype. Anything else
@@ -52,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cross_entropy import _autocast_dtype, fused_linear_cross_entropy
+from .lora import lora_glu_mlp, lora_linear
 from .offload import mlp_backward_now
 from .reference import CEStats
 from .rms_norm import rms_norm
@@ -151,7 +155,7 @@ def _plain_linear(m) -> bool:
             and not m._forward_hooks and not m._forward_pre_hooks)
 
 
-def _mlp_forward(mod, fn):
+def _mlp_forward(mod, fn, lora: bool = True):
     gelu = fn is geglu
 
     def forward(x, *args, **kwargs):
@@ -163,11 +167,15 @@ def _mlp_forward(mod, fn):
 
     def compute(x):
         g, u, d = mod.gate_proj, mod.up_proj, mod.down_proj
-        if (_plain_linear(g) and _plain_linear(u) and _plain_linear(d) and x.dtype == g.weight.dtype
-                and _autocast_dtype(x.device.type) is None):
-            # full fine-tuning: fused MLP, recomputes the activation output in backward (less memory)
-            return glu_mlp(x, g.weight, u.weight, d.weight, gelu)
-        return d(fn(g(x), u(x)))  # LoRA / quantised / hooked projections: call the submodules
+        if _same_dtype_under_autocast(x):  # autocast (the Trainer's bf16=True) would cast nothing here
+            if _plain_linear(g) and _plain_linear(u) and _plain_linear(d) and x.dtype == g.weight.dtype:
+                # full fine-tuning: fused MLP, recomputes the activation output in backward (less memory)
+                return glu_mlp(x, g.weight, u.weight, d.weight, gelu)
+            parts = [_lora_parts(p, x) for p in (g, u, d)] if lora else [None]
+            if all(p is not None and p[0].bias is None for p in parts):
+                # LoRA on all three: one node, keeps x/gate/up only (the activation output is recomputed)
+                return lora_glu_mlp(x, [p[0].weight for p in parts], [p[1:] for p in parts], gelu)
+        return d(fn(g(x), u(x)))  # quantised / hooked / mixed-dtype projections: call the submodules
 
     return forward
 
@@ -192,12 +200,31 @@ def _lora_fusable(mod):
     return base, a.weight, b.weight, mod.scaling[name]
 
 
+def _same_dtype_under_autocast(x) -> bool:
+    """No autocast, or autocast to ``x``'s own dtype (where it casts no tensor of that dtype)."""
+    cdt = _autocast_dtype(x.device.type)
+    return cdt is None or cdt == x.dtype
+
+
+def _lora_parts(mod, x):
+    """(base, A, B, scaling) when calling PEFT module ``mod`` on ``x`` may be replaced by our LoRA math: a plain
+    adapter (:func:`_lora_fusable`), no hooks on the module itself, base weight in ``x``'s dtype."""
+    if not (_is_lora_linear(mod) and not mod._forward_hooks and not mod._forward_pre_hooks):
+        return None
+    parts = _lora_fusable(mod)
+    if parts is None or parts[0].weight.dtype != x.dtype:
+        return None
+    return parts
+
+
 def _lora_forward(mod, orig):
     def forward(x, *args, **kwargs):
         parts = None if (args or kwargs) else _lora_fusable(mod)
         if parts is None or not isinstance(x, torch.Tensor) or not x.is_floating_point():
             return orig(x, *args, **kwargs)
         base, wa, wb, scaling = parts
+        if base.weight.dtype == x.dtype and _same_dtype_under_autocast(x):
+            return lora_linear(x, base.weight, base.bias, wa, wb, scaling)  # one autograd node
         x2 = x.reshape(-1, x.shape[-1])
         out = F.linear(x2, base.weight, base.bias)  # 2-D: the in-place add below needs no view bookkeeping
         dt = out.dtype
@@ -491,7 +518,7 @@ def apply_to_model(model: nn.Module, *, rms_norm: bool = True, rope: bool = Fals
         elif (flags["swiglu"] and name.endswith("MLP") and glu is not None
               and all(hasattr(mod, a) for a in ("gate_proj", "up_proj", "down_proj"))
               and getattr(cfg, "pretraining_tp", 1) <= 1):
-            handle._set(mod, "forward", _mlp_forward(mod, glu))
+            handle._set(mod, "forward", _mlp_forward(mod, glu, lora))
             handle.applied["swiglu"] = handle.applied.get("swiglu", 0) + 1
     if lora:
         quantized = {}

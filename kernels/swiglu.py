@@ -57,6 +57,22 @@ if HAS_TRITON:
             tl.store(C + offs, (act * b).to(C.dtype.element_ty), mask=m)
 
 
+def glu_forward(a: torch.Tensor, b: torch.Tensor, gelu: bool) -> torch.Tensor:
+    """``act(a) * b`` of two contiguous tensors, as a new tensor (no autograd)."""
+    c = torch.empty_like(a)
+    n = a.numel()
+    if n:
+        _glu_fwd[(triton.cdiv(n, BLOCK),)](a, b, c, n, GELU=gelu, BLOCK=BLOCK, num_warps=8)
+    return c
+
+
+def glu_backward_in_place(dc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, gelu: bool) -> None:
+    """One pass over contiguous tensors: ``a`` <- d gate, ``b`` <- d up, ``dc`` <- the recomputed ``act(a) * b``."""
+    n = a.numel()
+    if n:
+        _glu_bwd[(triton.cdiv(n, BLOCK),)](dc, a, b, a, b, dc, n, GELU=gelu, STORE_C=True, BLOCK=BLOCK, num_warps=8)
+
+
 class GLUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up, gelu):
@@ -81,6 +97,16 @@ class GLUFunction(torch.autograd.Function):
         return da, db, None
 
 
+def once(ctx) -> None:
+    """A backward that overwrites its saved tensors in place can run once per forward: a second one (a
+    ``retain_graph=True`` backward run again) would read gradients where activations were - refuse it."""
+    if getattr(ctx, "backward_ran", False):
+        raise RuntimeError("trlshim_kernels: this fused MLP's backward overwrites what it saved and cannot run twice "
+                           "for one forward (retain_graph=True then backward again); run the forward again, or "
+                           "turn the swiglu kernel off")
+    ctx.backward_ran = True
+
+
 class GLUMLPFunction(torch.autograd.Function):
     """``down(glu(x @ Wg^T, x @ Wu^T))`` for bias-free Linear weights, saving x, gate and up only:
     the product fed to ``down`` (intermediate-size, like gate/up) is recomputed in backward by the
@@ -91,10 +117,7 @@ class GLUMLPFunction(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])
         a = x2 @ wg.t()
         b = x2 @ wu.t()
-        c = torch.empty_like(a)
-        n = a.numel()
-        if n:
-            _glu_fwd[(triton.cdiv(n, BLOCK),)](a, b, c, n, GELU=gelu, BLOCK=BLOCK, num_warps=8)
+        c = glu_forward(a, b, gelu)
         y = c @ wd.t()
         ctx.save_for_backward(x2, wg, wu, wd, a, b)
         ctx.gelu = gelu
@@ -103,13 +126,11 @@ class GLUMLPFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
+        once(ctx)
         x2, wg, wu, wd, a, b = ctx.saved_tensors
         dy2 = dy.reshape(-1, dy.shape[-1])
         dc = dy2 @ wd
-        n = a.numel()
-        if n:  # a <- d gate, b <- d up, dc <- recomputed glu output
-            _glu_bwd[(triton.cdiv(n, BLOCK),)](dc, a, b, a, b, dc, n, GELU=ctx.gelu, STORE_C=True, BLOCK=BLOCK,
-                                               num_warps=8)
+        glu_backward_in_place(dc, a, b, ctx.gelu)  # a <- d gate, b <- d up, dc <- recomputed glu output
         nx, ng, nu, nd = ctx.needs_input_grad[:4]
         dwd = dy2.t() @ dc if nd else None
         del dc
