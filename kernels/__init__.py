@@ -27,6 +27,7 @@ TRITON_INTERPRET=1) every function runs its plain-torch reference.
 """
 from ._common import HAS_TRITON, interpreting
 from .cross_entropy import fused_linear_cross_entropy
+from .lora import lora_glu_mlp, lora_linear
 from .models import (
     KernelHandle,
     apply_to_model,
@@ -40,7 +41,6 @@ from .models import (
     unwrap_model,
     weight_refusal,
 )
-from .lora import lora_glu_mlp, lora_linear
 from .offload import offload_checkpoints, offload_refusal, offloaded_calls, offloaded_checkpoint_function
 from .reference import CEStats
 from .rms_norm import rms_norm

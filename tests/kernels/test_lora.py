@@ -6,7 +6,7 @@ from kernels_testutil import leaf, rel  # noqa: E402
 from trlshim_kernels import lora_glu_mlp, lora_linear  # noqa: E402
 from trlshim_kernels.reference import geglu_ref, swiglu_ref  # noqa: E402
 
-H, I, R = 24, 40, 4
+H, MID, R = 24, 40, 4
 
 
 def _adapter(out, inp, dtype=torch.float32, seed=0):
@@ -25,14 +25,14 @@ def _ref_linear(x, w, bias, a, b, s):
 @pytest.mark.parametrize("train_base", [False, True])
 def test_lora_linear_vs_float64(dtype, tol, with_bias, train_base):
     x = torch.randn(2, 5, H, dtype=dtype)
-    w = torch.randn(I, H, dtype=dtype) * 0.2
-    bias = torch.randn(I, dtype=dtype) if with_bias else None
-    a, b = _adapter(I, H)  # float32 adapters beside a bf16 base: PEFT's autocast_adapter_dtype
+    w = torch.randn(MID, H, dtype=dtype) * 0.2
+    bias = torch.randn(MID, dtype=dtype) if with_bias else None
+    a, b = _adapter(MID, H)  # float32 adapters beside a bf16 base: PEFT's autocast_adapter_dtype
     xs, al, bl = leaf(x), leaf(a), leaf(b)
     ws = leaf(w) if train_base else w
     bs = leaf(bias) if with_bias else None
     y = lora_linear(xs, ws, bs, al, bl, 0.5)
-    assert y.dtype == dtype and y.shape == (2, 5, I)
+    assert y.dtype == dtype and y.shape == (2, 5, MID)
     g = torch.randn_like(y)
     ins = [t for t in (xs, ws, bs, al, bl) if isinstance(t, torch.Tensor) and t.requires_grad]
     grads = torch.autograd.grad(y, ins, g)
@@ -50,9 +50,9 @@ def test_lora_linear_vs_float64(dtype, tol, with_bias, train_base):
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
 def test_lora_mlp_vs_float64(gelu, dtype, tol):
     x = torch.randn(2, 7, H, dtype=dtype)
-    ws = [torch.randn(I, H, dtype=dtype) * 0.2, torch.randn(I, H, dtype=dtype) * 0.2,
-          torch.randn(H, I, dtype=dtype) * 0.2]
-    ads = [_adapter(I, H, seed=1), _adapter(I, H, seed=2), _adapter(H, I, seed=3)]
+    ws = [torch.randn(MID, H, dtype=dtype) * 0.2, torch.randn(MID, H, dtype=dtype) * 0.2,
+          torch.randn(H, MID, dtype=dtype) * 0.2]
+    ads = [_adapter(MID, H, seed=1), _adapter(MID, H, seed=2), _adapter(H, MID, seed=3)]
     scal = (0.5, 2.0, 1.0)
     xs = leaf(x)
     leaves = [(leaf(a), leaf(b)) for a, b in ads]
@@ -90,24 +90,24 @@ def test_lora_mlp_keeps_x_gate_up_only():
     """What the fused node keeps: two intermediate-size tensors (gate, up), not the activation output (a third)
     nor float32 copies of x; the composed ops keep three or more."""
     x = torch.randn(3, 5, H, dtype=torch.bfloat16, requires_grad=True)
-    ws = [torch.randn(I, H, dtype=torch.bfloat16), torch.randn(I, H, dtype=torch.bfloat16),
-          torch.randn(H, I, dtype=torch.bfloat16)]
-    ads = [(leaf(a), leaf(b), 1.0) for a, b in (_adapter(I, H), _adapter(I, H), _adapter(H, I))]
+    ws = [torch.randn(MID, H, dtype=torch.bfloat16), torch.randn(MID, H, dtype=torch.bfloat16),
+          torch.randn(H, MID, dtype=torch.bfloat16)]
+    ads = [(leaf(a), leaf(b), 1.0) for a, b in (_adapter(MID, H), _adapter(MID, H), _adapter(H, MID))]
     _, fused = _saved(lambda: lora_glu_mlp(x, ws, ads))
-    wide = [s for s in fused if s == (15, I)]
+    wide = [s for s in fused if s == (15, MID)]
     assert len(wide) == 2, fused
     _, composed = _saved(lambda: lora_linear(swiglu_ref(lora_linear(x, ws[0], None, *ads[0]),
                                                         lora_linear(x, ws[1], None, *ads[1])),
                                              ws[2], None, *ads[2]))
-    assert len([s for s in composed if s[-1] == I and s[0] * (s[1] if len(s) == 3 else 1) == 15]) >= 3, composed
+    assert len([s for s in composed if s[-1] == MID and s[0] * (s[1] if len(s) == 3 else 1) == 15]) >= 3, composed
 
 
 def test_lora_mlp_second_backward_refused():
     """The backward overwrites gate/up in place: running it twice (retain_graph) would read gradients as
     activations - a clear error instead."""
     x = torch.randn(4, H, requires_grad=True)
-    ws = [torch.randn(I, H), torch.randn(I, H), torch.randn(H, I)]
-    ads = [(leaf(a), leaf(b), 1.0) for a, b in (_adapter(I, H), _adapter(I, H), _adapter(H, I))]
+    ws = [torch.randn(MID, H), torch.randn(MID, H), torch.randn(H, MID)]
+    ads = [(leaf(a), leaf(b), 1.0) for a, b in (_adapter(MID, H), _adapter(MID, H), _adapter(H, MID))]
     y = lora_glu_mlp(x, ws, ads).sum()
     y.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="cannot run twice"):
