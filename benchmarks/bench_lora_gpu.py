@@ -32,7 +32,13 @@ def child(mode: str, variant: str) -> dict:
         os.environ["TRLSHIM_AUTO_PADDING_FREE"] = "0"  # fixed-length rows: nothing to gain, same batches as stock
         if variant == "ours_chunk":  # offload with the MLP backward in token chunks in the recompute (opt-in)
             os.environ["TRLSHIM_OFFLOAD_MLP_CHUNKS"] = "1"
+        import trlshim_kernels.models as routed
+
         import trlshim  # noqa: F401
+
+        for item in filter(None, os.environ.get("BENCH_ROUTE", "").split(",")):  # e.g. lora_linear=0
+            key, _, val = item.partition("=")
+            routed.ROUTE[key] = val != "0"
     import datasets
     import torch
     import trl

@@ -62,6 +62,8 @@ from .rms_norm import rms_norm
 from .rope import RotaryFunction, rotary_supported
 from .swiglu import geglu, glu_mlp, swiglu
 
+# Which one-node LoRA paths are taken (benchmarks switch them to weigh each against the composed ops).
+ROUTE = {"lora_linear": True, "lora_mlp": True}
 _SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
 _ATTR = "_trlshim_kernels_handle"
 _MISSING = object()
@@ -171,7 +173,7 @@ def _mlp_forward(mod, fn, lora: bool = True):
             if _plain_linear(g) and _plain_linear(u) and _plain_linear(d) and x.dtype == g.weight.dtype:
                 # full fine-tuning: fused MLP, recomputes the activation output in backward (less memory)
                 return glu_mlp(x, g.weight, u.weight, d.weight, gelu)
-            parts = [_lora_parts(p, x) for p in (g, u, d)] if lora else [None]
+            parts = [_lora_parts(p, x) for p in (g, u, d)] if lora and ROUTE["lora_mlp"] else [None]
             if all(p is not None and p[0].bias is None for p in parts):
                 # LoRA on all three: one node, keeps x/gate/up only (the activation output is recomputed)
                 return lora_glu_mlp(x, [p[0].weight for p in parts], [p[1:] for p in parts], gelu)
@@ -223,7 +225,7 @@ def _lora_forward(mod, orig):
         if parts is None or not isinstance(x, torch.Tensor) or not x.is_floating_point():
             return orig(x, *args, **kwargs)
         base, wa, wb, scaling = parts
-        if base.weight.dtype == x.dtype and _same_dtype_under_autocast(x):
+        if ROUTE["lora_linear"] and base.weight.dtype == x.dtype and _same_dtype_under_autocast(x):
             return lora_linear(x, base.weight, base.bias, wa, wb, scaling)  # one autograd node
         x2 = x.reshape(-1, x.shape[-1])
         out = F.linear(x2, base.weight, base.bias)  # 2-D: the in-place add below needs no view bookkeeping
