@@ -206,3 +206,19 @@ def test_full_finetune_mlp_fused_under_autocast(monkeypatch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(input_ids=ids, labels=ids).loss.backward()
     assert len(calls) == 2
+
+
+def test_lora_mlp_without_triton_same_numbers(monkeypatch):
+    """Where Triton cannot run (CPU without the interpreter), the same formula through autograd."""
+    import trlshim_kernels.lora as lora_mod
+
+    x = torch.randn(2, 5, H)
+    ws = [torch.randn(MID, H) * 0.2, torch.randn(MID, H) * 0.2, torch.randn(H, MID) * 0.2]
+    ads = [(*_adapter(o, i, seed=s), sc)
+           for (o, i, s, sc) in ((MID, H, 1, 0.5), (MID, H, 2, 2.0), (H, MID, 3, 1.0))]
+    fused = lora_glu_mlp(leaf(x), ws, ads)
+    monkeypatch.setattr(lora_mod, "use_triton", lambda *t: False)
+    xs = leaf(x)
+    plain = lora_glu_mlp(xs, ws, ads)
+    assert type(fused.grad_fn).__name__ == "LoRAGLUMLPFunctionBackward"
+    assert type(plain.grad_fn).__name__ == "LoRALinearFunctionBackward" and rel(plain, fused) < 1e-5
