@@ -317,9 +317,10 @@ def offload_checkpoints(model, *, allow_cpu: bool = False, chunk_mlp: bool = Fal
     it when training starts). Returns ``undo``: restores the instance's method and every layer's function.
 
     ``chunk_mlp``: in the recompute of a ``RESIDUAL_MLP_LAYERS`` layer, its routed MLP runs forward + backward at
-    once in token chunks (:func:`mlp_backward_now`): less memory (LoRA r16, 1B, 4x2048 on an H200: 3.49 -> 3.03
-    GiB) for twice the MLP's launches - 0.6x the step where the step is bound by the host (LoRA), 0.95x for a full
-    fine-tune. Off by default."""
+    once in token chunks (:func:`mlp_backward_now`): less memory (LoRA r16, 1B, 4x2048 on an H200, measured before
+    the one-node LoRA MLP of ``lora.py``, which brought the default to 3.24 GiB: 3.49 -> 3.03 GiB) for twice the
+    MLP's launches - 0.6x the step where the step is bound by the host (LoRA), 0.95x for a full fine-tune. Off by
+    default."""
     why = offload_refusal(model)
     if why:
         raise ValueError(why)
