@@ -49,7 +49,8 @@ from .swiglu import geglu, glu_mlp, swiglu
 
 __all__ = [
     "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "apply_to_model", "fused_linear_cross_entropy",
-    "geglu", "glu_mlp", "head_refusal", "interpreting", "last_stats", "lora_glu_mlp", "lora_linear", "offload_checkpoints", "offload_refusal",
-    "offloaded_calls", "offloaded_checkpoint_function", "rms_norm", "rope_active", "rope_scope", "rotary_supported", "route_rotary",
-    "routed_rotary", "supported_model_types", "swiglu", "unwrap_model", "weight_refusal",
+    "geglu", "glu_mlp", "head_refusal", "interpreting", "last_stats", "lora_glu_mlp", "lora_linear",
+    "offload_checkpoints", "offload_refusal", "offloaded_calls", "offloaded_checkpoint_function", "rms_norm",
+    "rope_active", "rope_scope", "rotary_supported", "route_rotary", "routed_rotary", "supported_model_types",
+    "swiglu", "unwrap_model", "weight_refusal",
 ]

@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ._common import use_triton
 from .reference import geglu_ref, swiglu_ref
@@ -137,9 +136,3 @@ def lora_glu_mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], adapters: Seq
     return LoRAGLUMLPFunction.apply(x, wg, wu, wd, ag, bg, au, bu, ad, bd,
                                     (float(sg), float(su), float(sd)), bool(gelu))
 
-
-def lora_linear_ref(x, weight, bias, a, b, scaling):
-    """PEFT's plain-adapter formula in float32 (tests): ``x W^T + bias + scaling (x A^T) B^T``."""
-    x32 = x.float()
-    out = F.linear(x32, weight.float(), None if bias is None else bias.float())
-    return out + scaling * F.linear(F.linear(x32, a.float()), b.float())

@@ -25,8 +25,9 @@ transformers), records every original and ``handle.undo()`` puts each one back (
   ``n_correct``, ``entropy_sum``, ``n_tokens``; mean accuracy = n_correct / n_tokens).
 * LoRA (PEFT ``lora.Linear``, plain adapters only): each such module gets an instance ``forward``
   computing ``out = base(x)`` then ``out.addmm_(x @ A^T, B^T, alpha=scaling)`` in the base output's
-  dtype (one autograd node, :func:`lora_linear`, when the base weight is in ``x``'s dtype): the adapter's scale-and-add is fused into the second GEMM's epilogue, and PEFT's float32
-  detour (``autocast_adapter_dtype`` keeps A/B in float32, so PEFT casts x to float32, saves that copy
+  dtype (one autograd node, :func:`lora_linear`, when the base weight is in ``x``'s dtype): the adapter's
+  scale-and-add is fused into the second GEMM's epilogue, and PEFT's float32 detour
+  (``autocast_adapter_dtype`` keeps A/B in float32, so PEFT casts x to float32, saves that copy
   for backward and adds a float32 product into the bf16 output) is gone; A and B are cast to the
   output dtype (as autocast does), their gradients flow back in their own dtype. Anything else
   (dropout, DoRA/variants, several active adapters, merged/disabled adapters, extra call arguments,

@@ -12,14 +12,14 @@ the config from 0.28 (``config.py``) and applies it after TRL's ``__init__``:
   included) so each prompt keeps its last ``max_prompt_length`` ids.
 - 0.26-0.28: prompts are tokenized inside each generation path. In the transformers (regular) path
   ``_generate_single_turn`` tokenizes them left-padded (``processing_class(text=..., padding=True,
-  padding_side="left", return_tensors="pt")`` or ``apply_chat_template(..., tokenize=True, ...)`` alike); during
-  that call the trainer's ``processing_class`` is a thin proxy slicing what it returns to the last N columns -
-  the old slice exactly (per-token tensors alike: ``token_type_ids``; a batch transformers 4.x padded on the right,
-  its ``apply_chat_template`` ignoring ``padding_side``, is first moved to the left, as the old releases padded it);
-  the prompt ids that reach the loss are the generation's, so they are cut too. vLLM and paged generation tokenize elsewhere, and the tool loop re-tokenizes
-  the whole prompt and checks it against the generated one: with ``use_vllm``, ``use_transformers_paged`` or
-  ``tools`` the option is a TypeError at the trainer, never a silent no-op; a generation call that tokenizes in
-  another form (an unknown path) is a TypeError too.
+  padding_side="left", return_tensors="pt")`` or ``apply_chat_template(..., tokenize=True, ...)`` alike); during that
+  call the trainer's ``processing_class`` is a thin proxy slicing what it returns to the last N columns - the old
+  slice exactly (per-token tensors alike: ``token_type_ids``; a batch transformers 4.x padded on the right, its
+  ``apply_chat_template`` ignoring ``padding_side``, is first moved to the left, as the old releases padded it); the
+  prompt ids that reach the loss are the generation's, so they are cut too. vLLM and paged generation tokenize
+  elsewhere, and the tool loop re-tokenizes the whole prompt and checks it against the generated one: with
+  ``use_vllm``, ``use_transformers_paged`` or ``tools`` the option is a TypeError at the trainer, never a silent
+  no-op; a generation call that tokenizes in another form (an unknown path) is a TypeError too.
 
 Everywhere: ``rollout_func`` tokenizes prompts itself (refused with the option); prompts with images are a
 ValueError when they would be cut (0.20-0.23 protected image tokens; trlshim does not reproduce that).

@@ -8,23 +8,24 @@ options and only cuts the completion. 0.27-1.2 keep the same pipeline (``_tokeni
 rows, then again with prefix ``KL_`` on the processed rows' prompts and the rotated raw completions, for the
 mismatched pairs), so the old rule is put in front of the module's ``_process_tokens`` (a row): it cuts the raw ids
 the way 0.26 did before the release's own code runs (which then finds nothing to cut - except in a keep_end KL row
-0.26's BOS bookkeeping left at ``max_length + 1`` tokens, which it caps at ``max_length``: reported). The options travel to it on the trainer's own shallow copy of the tokenizer (``fn_kwargs``
-carries it, so ``datasets``' cache fingerprint and ``num_proc`` workers see them); the user's tokenizer is untouched.
+0.26's BOS bookkeeping left at ``max_length + 1`` tokens, which it caps at ``max_length``: reported). The options
+travel to it on the trainer's own shallow copy of the tokenizer (``fn_kwargs`` carries it, so ``datasets``' cache
+fingerprint and ``num_proc`` workers see them); the user's tokenizer is untouched.
 
-TRL >= 1.3 (KTO rewritten in ``trl.experimental`` at 1.3, promoted to ``trl.trainer`` at 1.8: ``_prepare_dataset`` tokenizes ``prompt_ids`` / ``completion_ids``, the completion
-already ending with EOS, and the collator keeps the first ``max_length`` tokens): the prepared datasets are cut by
-the same rule on those ids - prompt + completion over ``max_length``: the prompt keeps its last (``keep_end``) or
-first ``max_prompt_length`` tokens (a leading BOS kept in front), then the completion its first
-``max_length - max_prompt_length`` tokens (less the BOS), its EOS kept last as the old release re-added it. Whether
-there is a BOS is the release's tokenization's choice (0.26 always added one). The mismatched KL pairs: 0.12-0.26 built
-each from the row's prompt as fed (cut, with BOS) and another row's raw completion (the rotation TRL >= 1.3 still
-does; 0.8-0.10 paired the raw prompt), and cut that pair again by the rule - so a KL prompt is cut where the other completion is long even when its
-row's was not. trlshim does the same on 1.3+'s ids and keeps the KL prompt in a ``KL_prompt_ids`` column; the
-trainer's collator (``KLPrompts``) builds the KL sequences from it (TRL's collator uses the row's ``prompt_ids``
-for both). 0.26's BOS bookkeeping made its KL rows one token off the rule (keep_end: up to ``max_length + 1`` tokens,
-which 1.3+'s collator caps at ``max_length``; keep_start: the BOS counted in ``max_prompt_length``): not reproduced,
-reported once. The release's "prompt fills max_length" filter runs after the cut, as it
-would. Image data (1.8+: tokenized in the collator) is a TypeError.
+TRL >= 1.3 (KTO rewritten in ``trl.experimental`` at 1.3, promoted to ``trl.trainer`` at 1.8: ``_prepare_dataset``
+tokenizes ``prompt_ids`` / ``completion_ids``, the completion already ending with EOS, and the collator keeps the
+first ``max_length`` tokens): the prepared datasets are cut by the same rule on those ids - prompt + completion over
+``max_length``: the prompt keeps its last (``keep_end``) or first ``max_prompt_length`` tokens (a leading BOS kept in
+front), then the completion its first ``max_length - max_prompt_length`` tokens (less the BOS), its EOS kept last as
+the old release re-added it. Whether there is a BOS is the release's tokenization's choice (0.26 always added one).
+The mismatched KL pairs: 0.12-0.26 built each from the row's prompt as fed (cut, with BOS) and another row's raw
+completion (the rotation TRL >= 1.3 still does; 0.8-0.10 paired the raw prompt), and cut that pair again by the rule -
+so a KL prompt is cut where the other completion is long even when its row's was not. trlshim does the same on 1.3+'s
+ids and keeps the KL prompt in a ``KL_prompt_ids`` column; the trainer's collator (``KLPrompts``) builds the KL
+sequences from it (TRL's collator uses the row's ``prompt_ids`` for both). 0.26's BOS bookkeeping made its KL rows one
+token off the rule (keep_end: up to ``max_length + 1`` tokens, which 1.3+'s collator caps at ``max_length``;
+keep_start: the BOS counted in ``max_prompt_length``): not reproduced, reported once. The release's "prompt fills
+max_length" filter runs after the cut, as it would. Image data (1.8+: tokenized in the collator) is a TypeError.
 
 ``max_completion_length`` only ever applied to encoder-decoder models (which 0.27+ KTO does not support): dropped
 with a report.
