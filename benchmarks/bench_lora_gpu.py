@@ -22,7 +22,8 @@ import time
 SMALL = os.environ.get("SMALL") == "1"
 DEFAULT = "lora:stock,lora:liger,lora:ours,lora:ours_keep,lora:ours_chunk,full:stock,full:liger,full:ours,full:ours_keep"
 # ours: trlshim's default (offloaded checkpoints); ours_keep: TRLSHIM_OFFLOAD_CHECKPOINTS=0; ours_chunk: offload plus
-# the MLP backward in token chunks (TRLSHIM_OFFLOAD_MLP_CHUNKS=1). BENCH_PROFILE=1: one steady step profiled.
+# the MLP backward in token chunks (TRLSHIM_OFFLOAD_MLP_CHUNKS=1). BENCH_PROFILE=1: one steady step profiled;
+# BENCH_TRACE=DIR also writes its timeline there (trace_MODE_VARIANT.json.gz), with the Trainer's phases labelled.
 
 
 def child(mode: str, variant: str) -> dict:
@@ -87,9 +88,19 @@ def child(mode: str, variant: str) -> dict:
 
         def on_step_end(self, *a, **k):
             if "p" in prof and len(stamps) == 6:
-                torch.cuda.synchronize()
+                if cuda:
+                    torch.cuda.synchronize()
                 prof["p"].__exit__(None, None, None)
-                ka = prof.pop("p").key_averages()
+                p = prof.pop("p")
+                if os.environ.get("BENCH_TRACE"):  # the step's timeline (GPU gaps, what the host did meanwhile)
+                    import gzip
+
+                    raw = os.path.join(os.environ["BENCH_TRACE"], f"trace_{mode}_{variant}.json")
+                    p.export_chrome_trace(raw)
+                    with open(raw, "rb") as src, gzip.open(raw + ".gz", "wb") as dst:
+                        dst.write(src.read())
+                    os.remove(raw)
+                ka = p.key_averages()
                 print(ka.table(sort_by="self_cuda_time_total", row_limit=18), file=sys.stderr)
                 print(ka.table(sort_by="self_cpu_time_total", row_limit=12), file=sys.stderr)
             if cuda:
@@ -108,6 +119,8 @@ def child(mode: str, variant: str) -> dict:
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Clock()],
                              peft_config=peft)
     trainer.model.register_forward_hook(after_forward)
+    if os.environ.get("BENCH_TRACE"):
+        label_phases(trainer)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -130,6 +143,27 @@ def child(mode: str, variant: str) -> dict:
         "mlp_backward_now": sys.modules["trlshim_kernels.offload"].COUNTS["mlp_backward_now"] if kernels else None,
         "kernels": dict(trainer._trlshim_kernels.applied) if hasattr(trainer, "_trlshim_kernels") else None,
     }
+
+
+def label_phases(trainer):
+    """Name the Trainer's phases in the profiler's timeline (instance attributes: only this trainer)."""
+    import functools
+
+    import torch
+
+    def labelled(name, fn):
+        @functools.wraps(fn)
+        def run(*a, **k):
+            with torch.profiler.record_function(name):
+                return fn(*a, **k)
+        return run
+
+    for name in ("training_step", "compute_loss", "get_batch_samples", "_prepare_inputs", "_maybe_log_save_evaluate"):
+        if hasattr(trainer, name):
+            setattr(trainer, name, labelled(f"trainer.{name}", getattr(trainer, name)))
+    cb = trainer.callback_handler
+    for name in ("on_step_begin", "on_step_end", "on_log"):
+        setattr(cb, name, labelled(f"callbacks.{name}", getattr(cb, name)))
 
 
 def main():

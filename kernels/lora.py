@@ -18,15 +18,53 @@ gradient; a base weight that requires grad gets one (same formula as autograd).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Optional, Sequence, Tuple
 
 import torch
 
 from ._common import use_triton
 from .reference import geglu_ref, swiglu_ref
-from .swiglu import glu_backward_in_place, glu_forward, once
+from .swiglu import check_expected, glu_backward_in_place, glu_forward, once
 
 Adapter = Tuple[torch.Tensor, torch.Tensor, float]  # (A: r x in, B: out x r, scaling)
+
+
+_CASTS: contextvars.ContextVar = contextvars.ContextVar("trlshim_kernels_lora_casts", default=None)
+COUNTS = {"casts_reused": 0}
+
+
+@contextlib.contextmanager
+def reusing_casts(store: dict):
+    """Within this scope, an adapter cast to the activation dtype is kept in ``store`` and reused by a later scope
+    with the same store while the adapter is the same tensor at the same version. Offloaded checkpointing opens one
+    store per layer call for its forward and its recompute (``offload.py``): the recompute, in the backward of the
+    same micro-batch, reuses the forward's casts instead of issuing them again (two per projection, ~220 launches
+    a step for a 16-layer model) - the LoRA step is bound by the host issuing its ops. An in-place update between
+    them (an optimizer step bumps the version) makes a fresh cast."""
+    token = _CASTS.set(store)
+    try:
+        yield store
+    finally:
+        _CASTS.reset(token)
+
+
+def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype)``, reused from the current :func:`reusing_casts` store when it holds this tensor's cast."""
+    if t.dtype == dtype:
+        return t
+    store = _CASTS.get()
+    if store is None:
+        return t.to(dtype)
+    key = (id(t), dtype)
+    hit = store.get(key)
+    if hit is not None and hit[0] is t and hit[1] == t._version:
+        COUNTS["casts_reused"] += 1
+        return hit[2]
+    out = t.to(dtype)
+    store[key] = (t, t._version, out)
+    return out
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +95,7 @@ class LoRALinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bias, a, b, s):
         x2 = _rows(x)
-        ac, bc = a.to(x2.dtype), b.to(x2.dtype)
+        ac, bc = cast(a, x2.dtype), cast(b, x2.dtype)
         out, xa = _project(x2, w, None if bias is None else bias.to(x2.dtype), ac, bc, s)
         ctx.save_for_backward(x2, w, ac, bc, xa)
         ctx.s, ctx.dtypes, ctx.has_bias = s, (a.dtype, b.dtype, None if bias is None else bias.dtype), bias is not None
@@ -86,17 +124,20 @@ class LoRAGLUMLPFunction(torch.autograd.Function):
     """``down(act(gate(x)) * up(x))`` where each projection is a bias-free base weight plus a LoRA adapter."""
 
     @staticmethod
-    def forward(ctx, x, wg, wu, wd, ag, bg, au, bu, ad, bd, scalings, gelu):
+    def forward(ctx, x, wg, wu, wd, ag, bg, au, bu, ad, bd, scalings, gelu, expect=None):
         x2 = _rows(x)
         dt = x2.dtype
-        ag_, bg_, au_, bu_, ad_, bd_ = (t.to(dt) for t in (ag, bg, au, bu, ad, bd))
+        ag_, bg_, au_, bu_, ad_, bd_ = (cast(t, dt) for t in (ag, bg, au, bu, ad, bd))
         sg, su, sd = scalings
         gate, xg = _project(x2, wg, None, ag_, bg_, sg)
         up, xu = _project(x2, wu, None, au_, bu_, su)
         c = glu_forward(gate, up, gelu)
-        y, xd = _project(c, wd, None, ad_, bd_, sd)
+        if expect is None:
+            y, xd = _project(c, wd, None, ad_, bd_, sd)
+        else:  # nobody reads the output (offload.mlp_output_unread): only down's adapter input is needed
+            y, xd = x2.new_zeros(x2.shape[0], wd.shape[0]), c @ ad_.t()
         ctx.save_for_backward(x2, wg, wu, wd, ag_, bg_, au_, bu_, ad_, bd_, gate, up, xg, xu, xd)
-        ctx.scalings, ctx.gelu = scalings, gelu
+        ctx.scalings, ctx.gelu, ctx.expect = scalings, gelu, expect
         ctx.dtypes = tuple(t.dtype for t in (ag, bg, au, bu, ad, bd))
         return y.view(*x.shape[:-1], wd.shape[0])
 
@@ -105,6 +146,7 @@ class LoRAGLUMLPFunction(torch.autograd.Function):
     def backward(ctx, dy):
         once(ctx)
         x2, wg, wu, wd, ag, bg, au, bu, ad, bd, gate, up, xg, xu, xd = ctx.saved_tensors
+        check_expected(dy, ctx.expect)
         sg, su, sd = ctx.scalings
         need = ctx.needs_input_grad
         dy2 = _rows(dy)
@@ -120,19 +162,20 @@ class LoRAGLUMLPFunction(torch.autograd.Function):
         dx = None if dxg is None else dxg.add_(dxu).view(*dy.shape[:-1], x2.shape[1])
         grads = [dag, dbg, dau, dbu, dad, dbd]
         grads = [None if g is None else g.to(t) for g, t in zip(grads, ctx.dtypes)]
-        return (dx, dwg, dwu, dwd, *grads, None, None)
+        return (dx, dwg, dwu, dwd, *grads, None, None, None)
 
 
 def lora_glu_mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], adapters: Sequence[Adapter],
-                 gelu: bool = False) -> torch.Tensor:
+                 gelu: bool = False, expect: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``down(act(gate(x)) * up(x))`` with LoRA on each projection: ``weights`` = (gate, up, down) base weights
     (bias-free, ``x``'s dtype), ``adapters`` = one (A, B, scaling) per projection. Without Triton: the same
-    formula through autograd (:func:`lora_linear` and the torch reference activation)."""
+    formula through autograd (:func:`lora_linear` and the torch reference activation). ``expect``: see
+    ``swiglu.GLUMLPFunction`` (ignored without Triton)."""
     (wg, wu, wd), ((ag, bg, sg), (au, bu, su), (ad, bd, sd)) = weights, adapters
     if not use_triton(x, wg):
         act = geglu_ref if gelu else swiglu_ref
         h = act(lora_linear(x, wg, None, ag, bg, sg), lora_linear(x, wu, None, au, bu, su))
         return lora_linear(h, wd, None, ad, bd, sd)
     return LoRAGLUMLPFunction.apply(x, wg, wu, wd, ag, bg, au, bu, ad, bd,
-                                    (float(sg), float(su), float(sd)), bool(gelu))
+                                    (float(sg), float(su), float(sd)), bool(gelu), expect)
 

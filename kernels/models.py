@@ -55,16 +55,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._common import use_triton
 from .cross_entropy import _autocast_dtype, fused_linear_cross_entropy
 from .lora import lora_glu_mlp, lora_linear
-from .offload import mlp_backward_now
+from .offload import mlp_backward_now, mlp_output_unread
 from .reference import CEStats
 from .rms_norm import rms_norm
 from .rope import RotaryFunction, rotary_supported
 from .swiglu import geglu, glu_mlp, swiglu
 
 # Which one-node LoRA paths are taken (benchmarks switch them to weigh each against the composed ops).
-ROUTE = {"lora_linear": True, "lora_mlp": True}
+ROUTE = {"lora_linear": True, "lora_mlp": True, "skip_unread": True}
 _SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
 _ATTR = "_trlshim_kernels_handle"
 _MISSING = object()
@@ -162,22 +163,29 @@ def _mlp_forward(mod, fn, lora: bool = True):
     gelu = fn is geglu
 
     def forward(x, *args, **kwargs):
-        if not args and not kwargs:
-            now = mlp_backward_now(mod, compute, x)  # inside an offloaded layer's recompute: chunked, at once
-            if now is not None:
-                return now
-        return compute(x)
+        if args or kwargs:
+            return compute(x)
+        now = mlp_backward_now(mod, compute, x)  # inside an offloaded layer's recompute: chunked, at once (opt-in)
+        if now is not None:
+            return now
+        return compute(x, ROUTE["skip_unread"])
 
-    def compute(x):
+    def compute(x, unread=False):
         g, u, d = mod.gate_proj, mod.up_proj, mod.down_proj
+
+        def expect(w):  # in an offloaded recompute nobody reads our output: skip making it (offload.py)
+            return mlp_output_unread(mod, x) if unread and use_triton(x, w) else None
+
         if _same_dtype_under_autocast(x):  # autocast (the Trainer's bf16=True) would cast nothing here
-            if _plain_linear(g) and _plain_linear(u) and _plain_linear(d) and x.dtype == g.weight.dtype:
+            if (_plain_linear(g) and _plain_linear(u) and _plain_linear(d)
+                    and x.dtype == g.weight.dtype == u.weight.dtype == d.weight.dtype):
                 # full fine-tuning: fused MLP, recomputes the activation output in backward (less memory)
-                return glu_mlp(x, g.weight, u.weight, d.weight, gelu)
+                return glu_mlp(x, g.weight, u.weight, d.weight, gelu, expect(g.weight))
             parts = [_lora_parts(p, x) for p in (g, u, d)] if lora and ROUTE["lora_mlp"] else [None]
             if all(p is not None and p[0].bias is None for p in parts):
                 # LoRA on all three: one node, keeps x/gate/up only (the activation output is recomputed)
-                return lora_glu_mlp(x, [p[0].weight for p in parts], [p[1:] for p in parts], gelu)
+                return lora_glu_mlp(x, [p[0].weight for p in parts], [p[1:] for p in parts], gelu,
+                                    expect(parts[0][0].weight))
         return d(fn(g(x), u(x)))  # quantised / hooked / mixed-dtype projections: call the submodules
 
     return forward

@@ -32,13 +32,16 @@ from typing import Callable, List, Optional
 
 import torch
 
+from .lora import reusing_casts
+
 _ATTR = "_gradient_checkpointing_func"
 # Decoder layers whose output is ``residual + mlp(norm(residual))`` (nothing reads the MLP's output but that add):
 # while such a layer is recomputed in its backward, the output's gradient is the MLP output's gradient, so the
-# MLP can run forward and backward at once, a token chunk at a time (:func:`mlp_backward_now`).
+# MLP can skip making its output (:func:`mlp_output_unread`, the default) or run forward and backward at once, a
+# token chunk at a time (:func:`mlp_backward_now`, opt-in).
 RESIDUAL_MLP_LAYERS = frozenset({"LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer", "Qwen3DecoderLayer"})
 MLP_CHUNK_TOKENS = 2048  # tokens per chunk of that MLP backward (about a quarter of a 4x2048 batch)
-COUNTS = {"mlp_backward_now": 0}  # MLPs run forward + backward at once in a recompute (tests, benchmarks)
+COUNTS = {"mlp_backward_now": 0, "mlp_output_unread": 0}  # recompute shortcuts taken (tests, benchmarks)
 _MLP_SCOPE: contextvars.ContextVar = contextvars.ContextVar("trlshim_kernels_mlp_scope", default=None)
 
 
@@ -151,7 +154,9 @@ class _OffloadedLayer(torch.autograd.Function):
         ctx.cpu_rng = torch.get_rng_state()
         ctx.cuda_rng = torch.cuda.get_rng_state(x.device) if x.is_cuda else None
         ctx.autocast = _autocast_state()
-        out = fn(x, *rest)
+        ctx.casts = {}
+        with reusing_casts(ctx.casts):  # the recompute reuses this forward's adapter casts (lora.py)
+            out = fn(x, *rest)
         ctx.entry = _OFFLOADER.save(x.detach())
         return out
 
@@ -161,17 +166,18 @@ class _OffloadedLayer(torch.autograd.Function):
         ctx.entry = None
         devices = [x.device] if x.is_cuda else []
         (states, cache) = ctx.autocast
-        scope = _mlp_scope(ctx.fn, grads) if ctx.chunk_mlp else None
+        scope = _mlp_scope(ctx.fn, grads, ctx.chunk_mlp)
         token = _MLP_SCOPE.set(scope)
         try:
             with torch.random.fork_rng(devices=devices, enabled=True):
                 torch.set_rng_state(ctx.cpu_rng)
                 if ctx.cuda_rng is not None:
                     torch.cuda.set_rng_state(ctx.cuda_rng, x.device)
-                with torch.enable_grad(), _autocast(states, cache):
+                with torch.enable_grad(), _autocast(states, cache), reusing_casts(ctx.casts):
                     out = ctx.fn(x, *ctx.rest)
         finally:
             _MLP_SCOPE.reset(token)
+            ctx.casts = None
         outs = out if isinstance(out, tuple) else (out,)
         pairs = [(o, g) for o, g in zip(outs, grads)
                  if isinstance(o, torch.Tensor) and o.requires_grad and g is not None]
@@ -181,21 +187,48 @@ class _OffloadedLayer(torch.autograd.Function):
 
 
 class _MLPScope:
-    __slots__ = ("mlp", "grad_out", "used")
+    __slots__ = ("mlp", "grad_out", "used", "chunk")
 
-    def __init__(self, mlp, grad_out):
-        self.mlp, self.grad_out, self.used = mlp, grad_out, False
+    def __init__(self, mlp, grad_out, chunk):
+        self.mlp, self.grad_out, self.used, self.chunk = mlp, grad_out, False, chunk
 
 
-def _mlp_scope(fn, grads):
-    """The scope for a layer recompute whose MLP may run its backward at once (None: it may not)."""
+def _mlp_scope(fn, grads, chunk):
+    """The scope for a layer recompute whose MLP output only feeds the residual add (None: not known to)."""
     layer = getattr(getattr(fn, "func", None), "__self__", None)
     if type(layer).__name__ not in RESIDUAL_MLP_LAYERS or not grads or grads[0] is None:
         return None
     if any(g is not None for g in grads[1:]):
         return None
     mlp = getattr(layer, "mlp", None)
-    return None if mlp is None else _MLPScope(mlp, grads[0])
+    if mlp is None:
+        return None
+    if not chunk and (layer._forward_hooks or mlp._forward_hooks or _global_forward_hooks()):
+        return None  # a hook could read the MLP output, which the recompute leaves unmade (mlp_output_unread)
+    return _MLPScope(mlp, grads[0], chunk)
+
+
+def _global_forward_hooks() -> bool:
+    from torch.nn.modules import module
+
+    return bool(getattr(module, "_global_forward_hooks", None))
+
+
+def mlp_output_unread(mlp, x) -> Optional[torch.Tensor]:
+    """Called by a routed MLP forward: inside the offloaded recompute of a ``RESIDUAL_MLP_LAYERS`` layer (this
+    MLP's own, no forward hooks on it, its layer or globally), the MLP output's value is read by nobody - the
+    layer adds it to the residual, and the recompute's output only carries the graph to the gradient it already
+    has - so the MLP may skip its last projection (a GEMM as large as each of the others, ~1/9 of the MLP's
+    recompute + backward work) and return zeros. Returns the gradient the MLP's backward must then receive (its
+    backward checks it, so a layer that does read the output fails loudly, never trains on zeros); None
+    otherwise."""
+    scope = _MLP_SCOPE.get()
+    if (scope is None or scope.chunk or scope.used or scope.mlp is not mlp or not torch.is_grad_enabled()
+            or scope.grad_out.shape != x.shape):
+        return None
+    scope.used = True
+    COUNTS["mlp_output_unread"] += 1
+    return scope.grad_out
 
 
 class _GradientKnown(torch.autograd.Function):
@@ -220,7 +253,8 @@ def mlp_backward_now(mlp, forward, x):
     own), run the MLP forward + backward now, ``MLP_CHUNK_TOKENS`` tokens at a time (its intermediates never exist
     for the whole batch at once), and return a stand-in output carrying the input gradient. None otherwise."""
     scope = _MLP_SCOPE.get()
-    if scope is None or scope.used or scope.mlp is not mlp or not torch.is_grad_enabled() or not x.requires_grad:
+    if (scope is None or not scope.chunk or scope.used or scope.mlp is not mlp or not torch.is_grad_enabled()
+            or not x.requires_grad):
         return None
     grad_out = scope.grad_out
     if grad_out.shape != x.shape or any(isinstance(m, torch.nn.Dropout) and m.p > 0 and m.training

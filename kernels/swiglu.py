@@ -107,17 +107,21 @@ def once(ctx) -> None:
 class GLUMLPFunction(torch.autograd.Function):
     """``down(glu(x @ Wg^T, x @ Wu^T))`` for bias-free Linear weights, saving x, gate and up only:
     the product fed to ``down`` (intermediate-size, like gate/up) is recomputed in backward by the
-    same kernel that makes the gate/up gradients (written in place over the saved gate/up)."""
+    same kernel that makes the gate/up gradients (written in place over the saved gate/up).
+    ``expect`` (a recompute whose output nobody reads, see ``offload.mlp_output_unread``): the product and
+    ``down`` are not computed, the output is zeros, and backward checks that the gradient it gets is ``expect``."""
 
     @staticmethod
-    def forward(ctx, x, wg, wu, wd, gelu):
+    def forward(ctx, x, wg, wu, wd, gelu, expect=None):
         x2 = x.reshape(-1, x.shape[-1])
         a = x2 @ wg.t()
         b = x2 @ wu.t()
-        c = glu_forward(a, b, gelu)
-        y = c @ wd.t()
+        if expect is None:
+            y = glu_forward(a, b, gelu) @ wd.t()
+        else:
+            y = x2.new_zeros(x2.shape[0], wd.shape[0])
         ctx.save_for_backward(x2, wg, wu, wd, a, b)
-        ctx.gelu = gelu
+        ctx.gelu, ctx.expect = gelu, expect
         return y.view(*x.shape[:-1], wd.shape[0])
 
     @staticmethod
@@ -125,6 +129,7 @@ class GLUMLPFunction(torch.autograd.Function):
     def backward(ctx, dy):
         once(ctx)
         x2, wg, wu, wd, a, b = ctx.saved_tensors
+        check_expected(dy, ctx.expect)
         dy2 = dy.reshape(-1, dy.shape[-1])
         dc = dy2 @ wd
         glu_backward_in_place(dc, a, b, ctx.gelu)  # a <- d gate, b <- d up, dc <- recomputed glu output
@@ -134,15 +139,27 @@ class GLUMLPFunction(torch.autograd.Function):
         dx = (a @ wg).addmm_(b, wu).view(*dy.shape[:-1], wg.shape[1]) if nx else None
         dwg = a.t() @ x2 if ng else None
         dwu = b.t() @ x2 if nu else None
-        return dx, dwg, dwu, dwd, None
+        return dx, dwg, dwu, dwd, None, None
 
 
-def glu_mlp(x, gate_weight, up_weight, down_weight, gelu: bool = False):
-    """Fused-activation MLP ``down(act(gate(x)) * up(x))`` with plain (bias-free) weights."""
+def check_expected(grad: torch.Tensor, expect) -> None:
+    """A node that skipped making its output (nobody was to read it) must get exactly the gradient the recompute
+    knew; anything else means something did read it: stop (asynchronously, no host sync) rather than train on it."""
+    if expect is None:
+        return
+    if grad.shape != expect.shape:
+        raise RuntimeError("trlshim_kernels: an MLP output the recompute skipped was read (gradient shape "
+                           f"{tuple(grad.shape)}, expected {tuple(expect.shape)})")
+    torch._assert_async((grad == expect).all())
+
+
+def glu_mlp(x, gate_weight, up_weight, down_weight, gelu: bool = False, expect=None):
+    """Fused-activation MLP ``down(act(gate(x)) * up(x))`` with plain (bias-free) weights. ``expect``: see
+    :class:`GLUMLPFunction` (ignored where the fused path does not run)."""
     if not use_triton(x, gate_weight) or not (x.dtype == gate_weight.dtype == up_weight.dtype == down_weight.dtype):
         g, u = x @ gate_weight.t(), x @ up_weight.t()
         return ((geglu_ref if gelu else swiglu_ref)(g, u)) @ down_weight.t()
-    return GLUMLPFunction.apply(x, gate_weight, up_weight, down_weight, bool(gelu))
+    return GLUMLPFunction.apply(x, gate_weight, up_weight, down_weight, bool(gelu), expect)
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

@@ -182,7 +182,7 @@ def _scaled(rms_norm):
 
 
 def _mlp_scaled(glu_mlp):
-    return lambda x, g, u, d, gelu: glu_mlp(x, g, u, d, gelu) * (1 + 2 ** -8)
+    return lambda x, g, u, d, gelu, expect=None: glu_mlp(x, g, u, d, gelu, expect) * (1 + 2 ** -8)
 
 
 @pytest.mark.parametrize("name, breakage", [("rms_norm", _eps_1e_3), ("rms_norm", _scaled), ("glu_mlp", _mlp_scaled)])

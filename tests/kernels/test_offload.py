@@ -121,9 +121,9 @@ def test_calls_it_cannot_take_go_to_the_wrapped_function():
     assert sac.offloaded_calls == 0  # selective checkpointing keeps its own policy
 
 
-def _routed_step(model_type, chunk, monkeypatch, lora=False, **over):
+def _routed_step(model_type, chunk, monkeypatch, lora=False, hook=False, **over):
     """Loss and grads of one step of a kernel-routed tiny model under offloaded checkpointing, MLP chunks of
-    ``chunk`` tokens (None: plain checkpointing, no offload)."""
+    ``chunk`` tokens (None: plain checkpointing, no offload; 0: offloaded, no chunks)."""
     pytest.importorskip("triton")
     from trlshim_kernels import apply_to_model
 
@@ -133,6 +133,8 @@ def _routed_step(model_type, chunk, monkeypatch, lora=False, **over):
     model = transformers.AutoModelForCausalLM.from_config(cfg).float().train()
     if lora:
         peft = pytest.importorskip("peft")
+        if lora == "bf16":  # bf16 base, float32 adapters (PEFT's autocast_adapter_dtype): cast per projection
+            model = model.to(torch.bfloat16)
         model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=[
             "q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"], init_lora_weights=False))
         model.enable_input_require_grads()
@@ -141,9 +143,12 @@ def _routed_step(model_type, chunk, monkeypatch, lora=False, **over):
 
     lm = unwrap_model(model)
     lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if chunk is not None:
+    if hook:  # a forward hook on the first layer's MLP: it reads the output, so that layer makes it
+        lm.model.layers[0].mlp.register_forward_hook(lambda mod, args, out: None)
+    if chunk:
         monkeypatch.setattr(offload_mod, "MLP_CHUNK_TOKENS", chunk)
-        offload_checkpoints(lm, allow_cpu=True, chunk_mlp=True)
+    if chunk is not None:
+        offload_checkpoints(lm, allow_cpu=True, chunk_mlp=bool(chunk))
     try:
         return step(model)
     finally:
@@ -172,3 +177,53 @@ def test_a_layer_that_reads_the_mlp_output_fails_loudly(monkeypatch):
     monkeypatch.setattr(offload_mod, "RESIDUAL_MLP_LAYERS", offload_mod.RESIDUAL_MLP_LAYERS | {"Gemma2DecoderLayer"})
     with pytest.raises(RuntimeError):
         _routed_step("gemma2", 5, monkeypatch, head_dim=16)
+
+
+@pytest.mark.parametrize("model_type,lora,hook", [("llama", False, False), ("qwen2", False, False),
+                                                  ("llama", "bf16", False), ("llama", False, True)])
+def test_the_recompute_skips_the_mlp_output_nobody_reads(model_type, lora, hook, monkeypatch):
+    """In an offloaded layer's recompute the MLP output only feeds the residual add, whose result only carries the
+    graph: the fused MLP skips its down projection (and the activation output for a full fine-tune) - the same
+    loss and gradients as plain checkpointing, one skip per layer (none where a forward hook could read it), and
+    LoRA adapters cast once per layer call (the recompute reuses the forward's casts)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    from trlshim_kernels import lora as lora_mod
+
+    plain = _routed_step(model_type, None, monkeypatch, lora=lora, hook=hook)
+    skips, reused = offload_mod.COUNTS["mlp_output_unread"], lora_mod.COUNTS["casts_reused"]
+    offloaded = _routed_step(model_type, 0, monkeypatch, lora=lora, hook=hook)
+    layers = SMALL["num_hidden_layers"]
+    assert offload_mod.COUNTS["mlp_output_unread"] - skips == layers - hook
+    # LoRA on q, v, gate, up, down: 5 adapters x (A, B) per layer, each cast in the forward, reused in the recompute
+    assert lora_mod.COUNTS["casts_reused"] - reused == (10 * layers if lora else 0)
+    if lora:
+        assert {g.dtype for g in offloaded[1].values()} == {torch.float32}  # only the adapters train
+    assert plain[0] == offloaded[0]
+    assert plain[1].keys() == offloaded[1].keys()
+    for n in plain[1]:
+        assert torch.allclose(plain[1][n], offloaded[1][n], rtol=1e-5, atol=1e-6), n
+
+
+def test_a_skipped_mlp_output_that_is_read_fails_loudly(monkeypatch):
+    """Gemma 2 normalizes the MLP output before the residual add. Were it listed as a residual-MLP layer, the
+    recompute would skip an output that is read: the gradient check in the MLP's backward stops it."""
+    monkeypatch.setattr(offload_mod, "RESIDUAL_MLP_LAYERS", offload_mod.RESIDUAL_MLP_LAYERS | {"Gemma2DecoderLayer"})
+    with pytest.raises(RuntimeError):
+        _routed_step("gemma2", 0, monkeypatch, head_dim=16)
+
+
+def test_a_reused_cast_follows_in_place_updates():
+    """The cast store gives back the same cast only for the same tensor at the same version."""
+    from trlshim_kernels import lora as lora_mod
+
+    a = torch.randn(4, 8)
+    store = {}
+    with lora_mod.reusing_casts(store):
+        first = lora_mod.cast(a, torch.bfloat16)
+    with lora_mod.reusing_casts(store):
+        assert lora_mod.cast(a, torch.bfloat16) is first
+        with torch.no_grad():
+            a.add_(1.0)  # an optimizer step
+        fresh = lora_mod.cast(a, torch.bfloat16)
+    assert fresh is not first and torch.equal(fresh, a.to(torch.bfloat16))
+    assert lora_mod.cast(a, torch.float32) is a  # same dtype: the tensor itself
