@@ -73,8 +73,8 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 def _project(x2, w, bias, a, b, s):
     """``x2 W^T (+ bias) + s (x2 A^T) B^T`` and ``x2 A^T`` (kept for B's gradient)."""
-    out = x2 @ w.t() if bias is None else torch.addmm(bias, x2, w.t())
-    xa = x2 @ a.t()
+    out = torch.mm(x2, w.t()) if bias is None else torch.addmm(bias, x2, w.t())
+    xa = torch.mm(x2, a.t())
     out.addmm_(xa, b.t(), alpha=s)
     return out, xa
 
@@ -83,11 +83,11 @@ def _project_back(dy2, x2, w, a, b, xa, s, need):
     """Gradients of :func:`_project`: (dx, dW, dA, dB), each None where ``need`` says so; dx is made last so
     callers may add to it."""
     nx, nw, na, nb = need
-    dyb = dy2 @ b  # tokens x r
-    dw = dy2.t() @ x2 if nw else None
-    da = (dyb.t() @ x2).mul_(s) if na else None
-    db = (dy2.t() @ xa).mul_(s) if nb else None
-    dx = (dy2 @ w).addmm_(dyb, a, alpha=s) if nx else None
+    dyb = torch.mm(dy2, b)  # tokens x r
+    dw = torch.mm(dy2.t(), x2) if nw else None
+    da = torch.mm(dyb.t(), x2).mul_(s) if na else None
+    db = torch.mm(dy2.t(), xa).mul_(s) if nb else None
+    dx = torch.mm(dy2, w).addmm_(dyb, a, alpha=s) if nx else None
     return dx, dw, da, db
 
 
@@ -135,7 +135,7 @@ class LoRAGLUMLPFunction(torch.autograd.Function):
         if expect is None:
             y, xd = _project(c, wd, None, ad_, bd_, sd)
         else:  # nobody reads the output (offload.mlp_output_unread): only down's adapter input is needed
-            y, xd = x2.new_zeros(x2.shape[0], wd.shape[0]), c @ ad_.t()
+            y, xd = x2.new_zeros(x2.shape[0], wd.shape[0]), torch.mm(c, ad_.t())
         ctx.save_for_backward(x2, wg, wu, wd, ag_, bg_, au_, bu_, ad_, bd_, gate, up, xg, xu, xd)
         ctx.scalings, ctx.gelu, ctx.expect = scalings, gelu, expect
         ctx.dtypes = tuple(t.dtype for t in (ag, bg, au, bu, ad, bd))
@@ -150,12 +150,12 @@ class LoRAGLUMLPFunction(torch.autograd.Function):
         sg, su, sd = ctx.scalings
         need = ctx.needs_input_grad
         dy2 = _rows(dy)
-        dyb = dy2 @ bd
-        dbd = (dy2.t() @ xd).mul_(sd) if need[9] else None
-        dc = (dy2 @ wd).addmm_(dyb, ad, alpha=sd)
+        dyb = torch.mm(dy2, bd)
+        dbd = torch.mm(dy2.t(), xd).mul_(sd) if need[9] else None
+        dc = torch.mm(dy2, wd).addmm_(dyb, ad, alpha=sd)
         glu_backward_in_place(dc, gate, up, ctx.gelu)  # gate <- d gate, up <- d up, dc <- act(gate) * up
-        dad = (dyb.t() @ dc).mul_(sd) if need[8] else None
-        dwd = dy2.t() @ dc if need[3] else None
+        dad = torch.mm(dyb.t(), dc).mul_(sd) if need[8] else None
+        dwd = torch.mm(dy2.t(), dc) if need[3] else None
         del dc, dyb
         dxg, dwg, dag, dbg = _project_back(gate, x2, wg, ag, bg, xg, sg, (need[0], need[1], need[4], need[5]))
         dxu, dwu, dau, dbu = _project_back(up, x2, wu, au, bu, xu, su, (need[0], need[2], need[6], need[7]))

@@ -114,10 +114,10 @@ class GLUMLPFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, wg, wu, wd, gelu, expect=None):
         x2 = x.reshape(-1, x.shape[-1])
-        a = x2 @ wg.t()
-        b = x2 @ wu.t()
+        a = torch.mm(x2, wg.t())
+        b = torch.mm(x2, wu.t())
         if expect is None:
-            y = glu_forward(a, b, gelu) @ wd.t()
+            y = torch.mm(glu_forward(a, b, gelu), wd.t())
         else:
             y = x2.new_zeros(x2.shape[0], wd.shape[0])
         ctx.save_for_backward(x2, wg, wu, wd, a, b)
@@ -131,14 +131,14 @@ class GLUMLPFunction(torch.autograd.Function):
         x2, wg, wu, wd, a, b = ctx.saved_tensors
         check_expected(dy, ctx.expect)
         dy2 = dy.reshape(-1, dy.shape[-1])
-        dc = dy2 @ wd
+        dc = torch.mm(dy2, wd)
         glu_backward_in_place(dc, a, b, ctx.gelu)  # a <- d gate, b <- d up, dc <- recomputed glu output
         nx, ng, nu, nd = ctx.needs_input_grad[:4]
-        dwd = dy2.t() @ dc if nd else None
+        dwd = torch.mm(dy2.t(), dc) if nd else None
         del dc
-        dx = (a @ wg).addmm_(b, wu).view(*dy.shape[:-1], wg.shape[1]) if nx else None
-        dwg = a.t() @ x2 if ng else None
-        dwu = b.t() @ x2 if nu else None
+        dx = torch.mm(a, wg).addmm_(b, wu).view(*dy.shape[:-1], wg.shape[1]) if nx else None
+        dwg = torch.mm(a.t(), x2) if ng else None
+        dwu = torch.mm(b.t(), x2) if nu else None
         return dx, dwg, dwu, dwd, None, None
 
 
