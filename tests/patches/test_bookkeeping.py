@@ -90,6 +90,31 @@ def test_parameter_count_is_the_originals_and_follows_registrations(patched):
     assert model.num_parameters(exclude_embeddings=True) == before + 25 == original(model, exclude_embeddings=True)
     model.model.register_parameter("scale", torch.nn.Parameter(torch.ones(3)))
     assert model.num_parameters(exclude_embeddings=True) == before + 28
+
+
+def test_the_count_walks_the_parameters_only_after_a_registration(patched, monkeypatch):
+    model = helpers.make_model()
+    walks = []
+    named = model.named_parameters
+
+    def counted(*args, **kwargs):
+        walks.append(1)
+        return named(*args, **kwargs)
+
+    monkeypatch.setattr(model, "named_parameters", counted)
+    first = model.num_parameters(exclude_embeddings=True)
+    assert walks  # the first count walks
+    walks.clear()
+    for _ in range(3):  # the Trainer's next steps
+        assert model.num_parameters(exclude_embeddings=True) == first
+    assert walks == []
+    model.model.extra = torch.nn.Linear(4, 5)
+    assert model.num_parameters(exclude_embeddings=True) == first + 25 and walks
+
+
+def test_only_trainable_is_never_cached(patched):
+    model = helpers.make_model()
+    model.model.extra = torch.nn.Linear(4, 5)
     trainable = model.num_parameters(only_trainable=True)
     model.model.extra.weight.requires_grad_(False)  # requires_grad registers nothing: never cached
     assert model.num_parameters(only_trainable=True) == trainable - 20
