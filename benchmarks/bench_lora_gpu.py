@@ -40,6 +40,12 @@ def child(mode: str, variant: str) -> dict:
         for item in filter(None, os.environ.get("BENCH_ROUTE", "").split(",")):  # e.g. lora_linear=0
             key, _, val = item.partition("=")
             routed.ROUTE[key] = val != "0"
+        if os.environ.get("BENCH_KEEP_TAIL"):  # keep exactly that many last layers unrecomputed (a sweep)
+            import trlshim_kernels
+
+            offload = trlshim_kernels.offload_checkpoints
+            trlshim_kernels.offload_checkpoints = lambda model, **kw: offload(
+                model, **{**kw, "keep_tail": int(os.environ["BENCH_KEEP_TAIL"])})
     import datasets
     import torch
     import trl
@@ -140,6 +146,7 @@ def child(mode: str, variant: str) -> dict:
         "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e][:4],
         "gradient_checkpointing": args.gradient_checkpointing,
         "offloaded_layer_calls": kernels.offloaded_calls(lm) if kernels else None,
+        "kept_layer_calls": kernels.kept_calls(lm) if kernels else None,
         "mlp_backward_now": sys.modules["trlshim_kernels.offload"].COUNTS["mlp_backward_now"] if kernels else None,
         "kernels": dict(trainer._trlshim_kernels.applied) if hasattr(trainer, "_trlshim_kernels") else None,
     }

@@ -18,8 +18,10 @@ Public API:
       (an instance attribute changed under the handle's undo)
   head_refusal(lm_head) / weight_refusal(weight) -> str | None: why the fused head cannot read it
       (a DTensor/FSDP2 shard, a ZeRO-3 partition, a quantized weight, not a plain Linear)
-  offload_checkpoints(model) -> undo ; offloaded_checkpoint_function(inner=None) ; offload_refusal(model) ;
-      offloaded_calls(model): checkpointed layer inputs kept in pinned host memory, copied on a side stream
+  offload_checkpoints(model, keep_tail=True) -> undo ; offloaded_checkpoint_function(inner=None) ;
+      offload_refusal(model) ; offloaded_calls(model) ; kept_calls(model): checkpointed layer inputs kept in pinned
+      host memory, copied on a side stream; the last layers skip the recompute while their activations fit in the
+      gradients not yet allocated
   last_stats(model) -> CEStats | None  (n_correct, entropy_sum, n_tokens of the last fused-CE forward;
       also on output.kernel_stats and handle.last_stats) ; supported_model_types() ; unwrap_model(model)
 This package never imports trl or trlshim. Triton is optional: without it (or on CPU without
@@ -41,7 +43,13 @@ from .models import (
     unwrap_model,
     weight_refusal,
 )
-from .offload import offload_checkpoints, offload_refusal, offloaded_calls, offloaded_checkpoint_function
+from .offload import (
+    kept_calls,
+    offload_checkpoints,
+    offload_refusal,
+    offloaded_calls,
+    offloaded_checkpoint_function,
+)
 from .reference import CEStats
 from .rms_norm import rms_norm
 from .rope import apply_rotary, rotary_supported
@@ -49,7 +57,7 @@ from .swiglu import geglu, glu_mlp, swiglu
 
 __all__ = [
     "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "apply_to_model", "fused_linear_cross_entropy",
-    "geglu", "glu_mlp", "head_refusal", "interpreting", "last_stats", "lora_glu_mlp", "lora_linear",
+    "geglu", "glu_mlp", "head_refusal", "interpreting", "kept_calls", "last_stats", "lora_glu_mlp", "lora_linear",
     "offload_checkpoints", "offload_refusal", "offloaded_calls", "offloaded_checkpoint_function", "rms_norm",
     "rope_active", "rope_scope", "rotary_supported", "route_rotary", "routed_rotary", "supported_model_types",
     "swiglu", "unwrap_model", "weight_refusal",

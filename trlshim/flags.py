@@ -2,7 +2,8 @@
 
 ``TRLSHIM_DISABLE``, ``TRLSHIM_STRICT``, ``TRLSHIM_KERNELS``, ``TRLSHIM_KERNELS_ROPE``,
 ``TRLSHIM_KERNELS_ON_CPU``, ``TRLSHIM_AUTO_PADDING_FREE``,
-``TRLSHIM_OFFLOAD_CHECKPOINTS``, ``TRLSHIM_OFFLOAD_MLP_CHUNKS``, ``TRLSHIM_FAST_BOOKKEEPING``: ``1/true/yes/on`` and ``0/false/no/off``
+``TRLSHIM_OFFLOAD_CHECKPOINTS``, ``TRLSHIM_OFFLOAD_MLP_CHUNKS``, ``TRLSHIM_KEEP_TAIL_ACTIVATIONS``,
+``TRLSHIM_FAST_BOOKKEEPING``: ``1/true/yes/on`` and ``0/false/no/off``
 (any case); unset or empty is None, and so is anything else (the caller's default applies).
 ``TRLSHIM_WRITTEN_FOR`` is a release (read by ``patches/common/written_for.py``).
 """

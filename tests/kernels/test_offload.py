@@ -52,7 +52,7 @@ def test_offloaded_equals_plain_checkpointing(dropout):
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     plain = step(model)
     before = offload_mod._OFFLOADER.copies
-    undo = offload_checkpoints(model, allow_cpu=True)
+    undo = offload_checkpoints(model, allow_cpu=True, keep_tail=False)
     offloaded = step(model)
     assert offload_mod._OFFLOADER.copies - before == SMALL["num_hidden_layers"]
     assert offloaded_calls(model) == SMALL["num_hidden_layers"]
@@ -69,7 +69,7 @@ def test_offloaded_equals_plain_checkpointing(dropout):
 def test_equals_no_checkpointing_and_survives_a_later_enable():
     model = tiny().train()
     reference = step(model)  # no checkpointing at all
-    undo = offload_checkpoints(model, allow_cpu=True)  # before enable: wrapped at enable time
+    undo = offload_checkpoints(model, allow_cpu=True, keep_tail=False)  # before enable: wrapped at enable time
     assert offloaded_calls(model) == 0
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     got = step(model)
@@ -148,7 +148,7 @@ def _routed_step(model_type, chunk, monkeypatch, lora=False, hook=False, **over)
     if chunk:
         monkeypatch.setattr(offload_mod, "MLP_CHUNK_TOKENS", chunk)
     if chunk is not None:
-        offload_checkpoints(lm, allow_cpu=True, chunk_mlp=bool(chunk))
+        offload_checkpoints(lm, allow_cpu=True, chunk_mlp=bool(chunk), keep_tail=False)
     try:
         return step(model)
     finally:
@@ -227,3 +227,97 @@ def test_a_reused_cast_follows_in_place_updates():
         fresh = lora_mod.cast(a, torch.bfloat16)
     assert fresh is not first and torch.equal(fresh, a.to(torch.bfloat16))
     assert lora_mod.cast(a, torch.float32) is a  # same dtype: the tensor itself
+
+
+def _layer_calls(model):
+    """Forward calls per decoder layer (a recomputed layer runs twice a step)."""
+    calls = {}
+    for i, layer in enumerate(model.model.layers):
+        layer.register_forward_pre_hook(lambda mod, args, i=i: calls.__setitem__(i, calls.get(i, 0) + 1))
+    return calls
+
+
+def test_the_last_layers_skip_their_recompute_while_the_gradients_are_unallocated():
+    """A full fine-tune: the last layers run without checkpointing (their activations fit in the weight gradients
+    the backward allocates after them) - each runs once a step instead of twice, the rest are offloaded and
+    recomputed - and the loss and gradients are plain checkpointing's. Tiny llama, 2 x 13 tokens: per layer at most
+    (960 linear in/out + 8 x 64) x 4 bytes x 26 tokens = 153 KB of activations against 148 KB of gradients, so
+    the last two of three layers fit (2 x 153 <= 3 x 148), not all three."""
+    model = tiny().train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    plain = step(model)
+    undo = offload_checkpoints(model, allow_cpu=True)
+    calls = _layer_calls(model)
+    got = step(model)
+    close(plain, got)
+    assert offload_mod.kept_calls(model) == 2 and offloaded_calls(model) == 1
+    assert calls == {0: 2, 1: 1, 2: 1}  # layer 0 recomputed in its backward, layers 1-2 kept
+    undo()
+
+
+def test_nothing_is_kept_while_gradients_exist():
+    """Gradient accumulation: the second micro-batch's backward adds into gradients already allocated, so keeping
+    activations would add to the peak - nothing is kept, and the accumulated gradients are plain checkpointing's.
+    LoRA-sized trainable parameters (here: only the norms train) leave no room either."""
+    def two_micro_batches(model):
+        model.zero_grad(set_to_none=True)
+        ids, labels = batch()
+        for seed in (11, 12):
+            torch.manual_seed(seed)
+            model(input_ids=ids, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model = tiny().train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    plain = two_micro_batches(model)
+    offload_checkpoints(model, allow_cpu=True)
+    got = two_micro_batches(model)
+    assert offload_mod.kept_calls(model) == 2 and offloaded_calls(model) == 1 + 3  # only the first micro-batch keeps
+    for n in plain:
+        assert torch.allclose(plain[n], got[n], rtol=1e-6, atol=1e-7), n
+    model.zero_grad(set_to_none=True)
+    for name, p in model.named_parameters():
+        p.requires_grad_("norm" in name)
+    step(model)
+    assert offload_mod.kept_calls(model) == 2  # unchanged: 3 x 64 x 4 bytes of norm gradients hold no layer
+
+
+@pytest.mark.parametrize("keep", [0, 3])
+def test_a_forced_tail(keep):
+    """keep_tail=N keeps exactly the last N layers (benchmarks sweep it); 0 keeps none."""
+    model = tiny().train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    plain = step(model)
+    offload_checkpoints(model, allow_cpu=True, keep_tail=keep)
+    close(plain, step(model))
+    assert offload_mod.kept_calls(model) == keep and offloaded_calls(model) == 3 - keep
+
+
+@pytest.mark.parametrize("model_type,dtype", [("llama", torch.float32), ("qwen2", torch.bfloat16),
+                                              ("mistral", torch.float32)])
+def test_the_activation_bound_holds(model_type, dtype):
+    """The bound the plan uses before a CUDA measurement is above what a layer call really keeps for its
+    backward (every tensor saved by autograd, counted once per storage, weights excluded, plus the input)."""
+    torch.manual_seed(0)
+    cfg = transformers.AutoConfig.for_model(model_type, **SMALL)
+    cfg._attn_implementation = "eager"
+    model = transformers.AutoModelForCausalLM.from_config(cfg).to(dtype).train()
+    layer = model.model.layers[0]
+    x = torch.randn(2, 13, SMALL["hidden_size"], dtype=dtype, requires_grad=True)
+    pos = torch.arange(13)[None].expand(2, -1)
+    emb = model.model.rotary_emb(x, pos)
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in weights:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x, position_embeddings=emb, position_ids=pos)
+    held = sum(saved.values()) + (0 if x.untyped_storage().data_ptr() in saved else x.numel() * x.element_size())
+    bound = offload_mod._bytes_per_token_bound(layer)(x) * 26
+    assert held <= bound, (held, bound)
+    assert held > bound / 4  # a bound, not a guess off by an order of magnitude
