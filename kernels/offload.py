@@ -296,7 +296,10 @@ class TailPlan:
     they are (end of the backward, the optimizer step). A layer whose activations are kept skips its recompute (a
     second forward: ~1/4 of its matmuls) at no cost in peak memory as long as ``kept layers x activations`` stays
     under those not-yet-allocated gradient bytes - a full fine-tune has room for a few layers, LoRA (a few MiB of
-    adapter gradients) for none. The numbers are the same either way: the recompute replays the forward.
+    adapter gradients) for none. The numbers are the same either way: the recompute replays the forward. What the
+    plan cannot see is the LM head's backward, which runs first, beside the kept activations: where it allocates
+    more than the peak's slack (TRL >= 1.15's chunked head: an fp32 weight gradient), keeping raises the peak -
+    hence opt-in (``offload_checkpoints(keep_tail=True)``).
 
     Decided per call from what is known then: the budget is taken when a forward starts (trainable parameters of
     the wrapped layers whose ``.grad`` is None: with gradient accumulation, or ``set_to_none=False``, the gradients
@@ -422,7 +425,7 @@ def _unwrap_layers(model) -> None:
 
 
 def offload_checkpoints(model, *, allow_cpu: bool = False, chunk_mlp: bool = False,
-                        keep_tail=True) -> Callable[[], None]:
+                        keep_tail=False) -> Callable[[], None]:
     """Offload every checkpointed layer input of a transformers model (``unwrap``-ed: the PreTrainedModel),
     now if checkpointing is on and after every later ``gradient_checkpointing_enable`` (the Trainer enables
     it when training starts). Returns ``undo``: restores the instance's method and every layer's function.
@@ -433,8 +436,11 @@ def offload_checkpoints(model, *, allow_cpu: bool = False, chunk_mlp: bool = Fal
     MLP's launches - 0.6x the step where the step is bound by the host (LoRA), 0.95x for a full fine-tune. Off by
     default.
 
-    ``keep_tail``: True (default) runs the last layers without checkpointing while their activations fit in the
-    gradients not yet allocated (:class:`TailPlan`); False never; an int keeps exactly that many."""
+    ``keep_tail``: True runs the last layers without checkpointing while their activations fit in the gradients not
+    yet allocated (:class:`TailPlan`); False (default) never; an int keeps exactly that many. Opt-in because the
+    layers' activations also coexist with the LM head's backward, which the plan cannot see: on a 1B full
+    fine-tune behind TRL 1.16's chunked head (an fp32 weight gradient, 1.5 GiB at its backward) the rule kept 3
+    layers and raised the step's peak by 0.34 GiB for +2-5%; 2 layers left it unchanged (benchmarks/results.md)."""
     why = offload_refusal(model)
     if why:
         raise ValueError(why)

@@ -52,7 +52,7 @@ def test_offloaded_equals_plain_checkpointing(dropout):
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     plain = step(model)
     before = offload_mod._OFFLOADER.copies
-    undo = offload_checkpoints(model, allow_cpu=True, keep_tail=False)
+    undo = offload_checkpoints(model, allow_cpu=True)
     offloaded = step(model)
     assert offload_mod._OFFLOADER.copies - before == SMALL["num_hidden_layers"]
     assert offloaded_calls(model) == SMALL["num_hidden_layers"]
@@ -69,7 +69,7 @@ def test_offloaded_equals_plain_checkpointing(dropout):
 def test_equals_no_checkpointing_and_survives_a_later_enable():
     model = tiny().train()
     reference = step(model)  # no checkpointing at all
-    undo = offload_checkpoints(model, allow_cpu=True, keep_tail=False)  # before enable: wrapped at enable time
+    undo = offload_checkpoints(model, allow_cpu=True)  # before enable: wrapped at enable time
     assert offloaded_calls(model) == 0
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     got = step(model)
@@ -148,7 +148,7 @@ def _routed_step(model_type, chunk, monkeypatch, lora=False, hook=False, **over)
     if chunk:
         monkeypatch.setattr(offload_mod, "MLP_CHUNK_TOKENS", chunk)
     if chunk is not None:
-        offload_checkpoints(lm, allow_cpu=True, chunk_mlp=bool(chunk), keep_tail=False)
+        offload_checkpoints(lm, allow_cpu=True, chunk_mlp=bool(chunk))
     try:
         return step(model)
     finally:
@@ -238,7 +238,7 @@ def _layer_calls(model):
 
 
 def test_the_last_layers_skip_their_recompute_while_the_gradients_are_unallocated():
-    """A full fine-tune: the last layers run without checkpointing (their activations fit in the weight gradients
+    """Opt-in (keep_tail=True), a full fine-tune: the last layers run without checkpointing (their activations fit in the weight gradients
     the backward allocates after them) - each runs once a step instead of twice, the rest are offloaded and
     recomputed - and the loss and gradients are plain checkpointing's. Tiny llama, 2 x 13 tokens: per layer at most
     (960 linear in/out + 8 x 64) x 4 bytes x 26 tokens = 153 KB of activations against 148 KB of gradients, so
@@ -246,7 +246,7 @@ def test_the_last_layers_skip_their_recompute_while_the_gradients_are_unallocate
     model = tiny().train()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     plain = step(model)
-    undo = offload_checkpoints(model, allow_cpu=True)
+    undo = offload_checkpoints(model, allow_cpu=True, keep_tail=True)
     calls = _layer_calls(model)
     got = step(model)
     close(plain, got)
@@ -270,7 +270,7 @@ def test_nothing_is_kept_while_gradients_exist():
     model = tiny().train()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     plain = two_micro_batches(model)
-    offload_checkpoints(model, allow_cpu=True)
+    offload_checkpoints(model, allow_cpu=True, keep_tail=True)
     got = two_micro_batches(model)
     assert offload_mod.kept_calls(model) == 2 and offloaded_calls(model) == 1 + 3  # only the first micro-batch keeps
     for n in plain:

@@ -244,6 +244,19 @@ def test_gradient_checkpointing_offloads_layer_inputs(tmp_path, tokenizer, monke
     for a, b in zip(kept, offloaded):
         assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
     assert any("checkpointed layer inputs offloaded" in m for m in report.applied())
+    # opt-in: the last layers run unrecomputed while their activations fit in the unallocated weight gradients (the
+    # rule: tests/kernels/test_offload.py; this model's are too small to hold one, so the last layer is forced)
+    asked = []
+    offload = kernels.offload_checkpoints
+    monkeypatch.setattr(kernels, "offload_checkpoints", lambda model, **kw: asked.append(kw["keep_tail"]) or offload(
+        model, **{**kw, "keep_tail": 1}))
+    monkeypatch.setenv("TRLSHIM_KEEP_TAIL_ACTIVATIONS", "1")
+    _, tail_model, tail, _ = _train(tmp_path / "tail", tokenizer, gradient_checkpointing=True, max_steps=2)
+    assert asked == [True]
+    assert kernels.kept_calls(tail_model) == 2 and kernels.offloaded_calls(tail_model) == 2 * (layers - 1)
+    for a, b in zip(kept, tail):
+        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+    assert any("the last layers skip their recompute" in m for m in report.applied())
     trlshim.unpatch()
     try:
         assert kernels.offloaded_calls(model) == 0  # no layer holds the offloading function any more

@@ -237,12 +237,13 @@ def _offload_checkpoints(trainer, lm, handle) -> None:
     if why:
         return report.decided(f"kernels.offload.kept.{why}", f"trlshim: checkpointed activations stay on the GPU: {why}")
     chunk = flag("TRLSHIM_OFFLOAD_MLP_CHUNKS") is True
-    tail = flag("TRLSHIM_KEEP_TAIL_ACTIVATIONS") is not False
+    tail = flag("TRLSHIM_KEEP_TAIL_ACTIVATIONS") is True
     handle.on_undo(sys.modules["trlshim_kernels"].offload_checkpoints(lm, chunk_mlp=chunk, keep_tail=tail))
-    report.decided("kernels.offload", "trlshim: checkpointed layer inputs offloaded to pinned host memory during "
+    key = "kernels.offload" + (".tail" if tail else "") + (".chunks" if chunk else "")
+    report.decided(key, "trlshim: checkpointed layer inputs offloaded to pinned host memory during "
                    "training (side-stream copies; TRLSHIM_OFFLOAD_CHECKPOINTS=0 keeps them on the GPU)"
                    + ("; the last layers skip their recompute while their activations fit in the gradients not yet "
-                      "allocated (TRLSHIM_KEEP_TAIL_ACTIVATIONS=0 recomputes every layer)" if tail else "")
+                      "allocated (TRLSHIM_KEEP_TAIL_ACTIVATIONS=1)" if tail else "")
                    + ("; MLP backward in token chunks in the recompute (TRLSHIM_OFFLOAD_MLP_CHUNKS=1)" if chunk else ""))
 
 
