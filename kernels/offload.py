@@ -80,6 +80,7 @@ class _Offloader:
         self.pool = _Pool()
         self.streams = {}
         self.stack: List[weakref.ref] = []
+        self.prune_at = 64  # dead references (graphs dropped without a backward) are pruned past this length
         self.copies = 0  # device->host copies made (tests and benchmarks read it)
 
     def _stream(self, device):
@@ -102,6 +103,9 @@ class _Offloader:
         entry = _Entry(host, x.device)
         weakref.finalize(entry, self.pool.put, host)  # back to the pool once its backward (or graph) is gone
         self.stack.append(weakref.ref(entry))
+        if len(self.stack) > self.prune_at:  # forwards under grad whose graph never reached a backward
+            self.stack = [r for r in self.stack if r() is not None]
+            self.prune_at = max(64, 2 * len(self.stack))
         self.copies += 1
         return entry
 

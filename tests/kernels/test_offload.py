@@ -101,6 +101,15 @@ def test_the_graph_holds_no_layer_input():
     assert torch.allclose(x.grad, expected)
 
 
+def test_forwards_without_a_backward_leave_no_growing_stack():
+    """A loop of grad-mode forwards whose graphs are dropped (no backward) keeps the pending stack bounded."""
+    layer = torch.nn.Linear(8, 8)
+    func = offloaded_checkpoint_function(allow_cpu=True)
+    for _ in range(500):
+        func(layer, torch.randn(4, 8, requires_grad=True) * 2)
+    assert len(offload_mod._OFFLOADER.stack) <= 2 * 64 + 1
+
+
 def test_calls_it_cannot_take_go_to_the_wrapped_function():
     seen = []
 
