@@ -370,6 +370,13 @@ class OffloadingCheckpoint:
         self.offloaded_calls = 0
         self.plan: Optional[TailPlan] = None
         self.index = 0
+        self.owner = None  # weak reference to the module holding this function (set with the plan)
+
+    def _runs_its_own_layer(self, fn) -> bool:
+        """The call runs the module that holds this function (per-layer checkpointing: GradientCheckpointingLayer),
+        not one of several layers through a function on the model (older releases: no plan there)."""
+        target = getattr(getattr(fn, "func", fn), "__self__", None)
+        return target is not None and self.owner is not None and target is self.owner()
 
     def __call__(self, fn, *args, **kwargs):
         x = args[0] if args else None
@@ -377,7 +384,7 @@ class OffloadingCheckpoint:
                 or not x.requires_grad or not (x.is_cuda or self.allow_cpu)
                 or any(isinstance(a, torch.Tensor) and a.requires_grad for a in args[1:])):
             return self.inner(fn, *args, **kwargs)
-        if self.plan is not None and self.plan.keeps(self.index, x):
+        if self.plan is not None and self._runs_its_own_layer(fn) and self.plan.keeps(self.index, x):
             return self.plan.run(fn, args)
         self.offloaded_calls += 1
         return _OffloadedLayer.apply(fn, self.chunk_mlp, *args)
@@ -416,8 +423,8 @@ def _wrap_layers(model, allow_cpu: bool, chunk_mlp: bool, keep_tail) -> int:
     layers = [(m, f) for m, f in wrapped if not any(c is not m and _ATTR in c.__dict__ for c in m.modules())]
     if keep_tail is not False and keep_tail is not None and (keep_tail is True or int(keep_tail) > 0):
         plan = TailPlan([m for m, _ in layers], None if keep_tail is True else int(keep_tail))
-        for i, (_, func) in enumerate(layers):  # module order: the order of the forward
-            func.plan, func.index = plan, i
+        for i, (m, func) in enumerate(layers):  # module order: the order of the forward
+            func.plan, func.index, func.owner = plan, i, weakref.ref(m)
     return n
 
 

@@ -302,6 +302,34 @@ def test_a_forced_tail(keep):
     assert offload_mod.kept_calls(model) == keep and offloaded_calls(model) == 3 - keep
 
 
+def test_a_function_on_the_model_running_every_layer_keeps_none():
+    """Older transformers hold one checkpoint function on the model, which runs each layer through it: the plan's
+    order (one entry per function) says nothing of which layer is last there, so nothing is kept."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    class Stack(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(8, 8) for _ in range(3))
+            self.gradient_checkpointing = True
+            self._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
+
+        def gradient_checkpointing_enable(self, **kwargs):
+            pass
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = self._gradient_checkpointing_func(layer.__call__, x)
+            return x
+
+    model = Stack()
+    offload_checkpoints(model, allow_cpu=True, keep_tail=3)
+    model(torch.randn(2, 8, requires_grad=True)).sum().backward()
+    assert offload_mod.kept_calls(model) == 0 and offloaded_calls(model) == 3
+
+
 @pytest.mark.parametrize("model_type,dtype", [("llama", torch.float32), ("qwen2", torch.bfloat16),
                                               ("mistral", torch.float32)])
 def test_the_activation_bound_holds(model_type, dtype):
