@@ -187,8 +187,9 @@ def main():
             with open(os.path.join(os.path.dirname(out), f"profile_{name.replace(':', '_')}.txt"), "w") as f:
                 f.write(p.stderr[-30000:])
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
-        res[name] = json.loads(line[7:]) if line else {"error": (p.stderr or p.stdout)[-1500:]}
-        print(name, json.dumps(res[name])[:700], flush=True)
+        key = name if name not in res else f"{name}#{sum(k.split('#')[0] == name for k in res) + 1}"  # a rerun
+        res[key] = json.loads(line[7:]) if line else {"error": (p.stderr or p.stdout)[-1500:]}
+        print(key, json.dumps(res[key])[:700], flush=True)
     for mode in ("lora", "full"):
         for v in ("ours", "ours_keep", "ours_chunk"):
             mine = res.get(f"{mode}:{v}", {})
