@@ -18,10 +18,10 @@ Public API:
       (an instance attribute changed under the handle's undo)
   head_refusal(lm_head) / weight_refusal(weight) -> str | None: why the fused head cannot read it
       (a DTensor/FSDP2 shard, a ZeRO-3 partition, a quantized weight, not a plain Linear)
-  offload_checkpoints(model, keep_tail=True) -> undo ; offloaded_checkpoint_function(inner=None) ;
+  offload_checkpoints(model, keep_tail=False) -> undo ; offloaded_checkpoint_function(inner=None) ;
       offload_refusal(model) ; offloaded_calls(model) ; kept_calls(model): checkpointed layer inputs kept in pinned
-      host memory, copied on a side stream; the last layers skip the recompute while their activations fit in the
-      gradients not yet allocated
+      host memory, copied on a side stream; keep_tail=True (opt-in): the last layers skip the recompute while their
+      activations fit in the gradients not yet allocated
   last_stats(model) -> CEStats | None  (n_correct, entropy_sum, n_tokens of the last fused-CE forward;
       also on output.kernel_stats and handle.last_stats) ; supported_model_types() ; unwrap_model(model)
 This package never imports trl or trlshim. Triton is optional: without it (or on CPU without

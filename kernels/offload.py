@@ -322,14 +322,13 @@ class TailPlan:
         self.kept_calls = 0
 
     def keeps(self, index: int, x: torch.Tensor) -> bool:
+        if self.force is not None:
+            return index >= self.n - self.force
         if index <= self.last:  # a new forward: the gradient bytes not allocated yet
             self.budget = sum(p.numel() * p.element_size() for p in self.params if p.requires_grad and p.grad is None)
         self.last = index
-        if self.force is not None:
-            return index >= self.n - self.force
-        tokens = x.numel() // max(1, x.shape[-1])
         per_token = self.measured or max(bound(x) for bound in self.bound[index:])
-        return (self.n - index) * per_token * tokens <= self.budget
+        return (self.n - index) * per_token * _tokens(x) <= self.budget
 
     def run(self, fn, args):
         """The layer without checkpointing (its activations stay for the backward), measured on CUDA."""
@@ -340,8 +339,13 @@ class TailPlan:
         before = torch.cuda.memory_allocated(x.device)
         out = fn(*args)
         held = torch.cuda.memory_allocated(x.device) - before + x.numel() * x.element_size()
-        self.measured = max(self.measured, held / max(1, x.numel() // max(1, x.shape[-1])))
+        self.measured = max(self.measured, held / _tokens(x))
         return out
+
+
+def _tokens(x: torch.Tensor) -> int:
+    """Tokens in a layer input (every dimension but the last, the hidden size)."""
+    return max(1, x.numel() // max(1, x.shape[-1]))
 
 
 def _bytes_per_token_bound(layer) -> Callable[[torch.Tensor], float]:
@@ -421,7 +425,7 @@ def _wrap_layers(model, allow_cpu: bool, chunk_mlp: bool, keep_tail) -> int:
             wrapped.append((m, func))
     # the layers: wrapped modules holding no other (transformers also sets the function on the model around them)
     layers = [(m, f) for m, f in wrapped if not any(c is not m and _ATTR in c.__dict__ for c in m.modules())]
-    if keep_tail is not False and keep_tail is not None and (keep_tail is True or int(keep_tail) > 0):
+    if keep_tail:  # True: the budget rule; a positive count: exactly that many
         plan = TailPlan([m for m, _ in layers], None if keep_tail is True else int(keep_tail))
         for i, (m, func) in enumerate(layers):  # module order: the order of the forward
             func.plan, func.index, func.owner = plan, i, weakref.ref(m)
