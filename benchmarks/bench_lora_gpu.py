@@ -165,9 +165,12 @@ def label_phases(trainer):
                 return fn(*a, **k)
         return run
 
-    for name in ("training_step", "compute_loss", "get_batch_samples", "_prepare_inputs", "_maybe_log_save_evaluate"):
+    for name in ("training_step", "compute_loss", "get_batch_samples", "_prepare_inputs", "_maybe_log_save_evaluate",
+                 "floating_point_ops", "_track_num_input_tokens", "_clip_grad_norm", "_get_grad_norm", "log"):
         if hasattr(trainer, name):
             setattr(trainer, name, labelled(f"trainer.{name}", getattr(trainer, name)))
+    for name in ("backward", "clip_grad_norm_"):
+        setattr(trainer.accelerator, name, labelled(f"accelerator.{name}", getattr(trainer.accelerator, name)))
     cb = trainer.callback_handler
     for name in ("on_step_begin", "on_step_end", "on_log"):
         setattr(cb, name, labelled(f"callbacks.{name}", getattr(cb, name)))

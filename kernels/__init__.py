@@ -22,6 +22,9 @@ Public API:
       offload_refusal(model) ; offloaded_calls(model) ; kept_calls(model): checkpointed layer inputs kept in pinned
       host memory, copied on a side stream; keep_tail=True (opt-in): the last layers skip the recompute while their
       activations fit in the gradients not yet allocated
+  linear_logprobs(hidden, weight, targets, bias=None, *, softcap=None, chunk_size=None) -> (log_probs, entropy,
+      is_top1): per-token log p(target) of an LM head, gradients made in the forward for a uniform upstream
+      gradient (checked in the backward; anything else is recomputed exactly)
   last_stats(model) -> CEStats | None  (n_correct, entropy_sum, n_tokens of the last fused-CE forward;
       also on output.kernel_stats and handle.last_stats) ; supported_model_types() ; unwrap_model(model)
 This package never imports trl or trlshim. Triton is optional: without it (or on CPU without
@@ -29,6 +32,7 @@ TRITON_INTERPRET=1) every function runs its plain-torch reference.
 """
 from ._common import HAS_TRITON, interpreting
 from .cross_entropy import fused_linear_cross_entropy
+from .logprobs import linear_logprobs
 from .lora import lora_glu_mlp, lora_linear
 from .models import (
     KernelHandle,
@@ -57,7 +61,7 @@ from .swiglu import geglu, glu_mlp, swiglu
 
 __all__ = [
     "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "apply_to_model", "fused_linear_cross_entropy",
-    "geglu", "glu_mlp", "head_refusal", "interpreting", "kept_calls", "last_stats", "lora_glu_mlp", "lora_linear",
+    "geglu", "glu_mlp", "head_refusal", "interpreting", "kept_calls", "last_stats", "linear_logprobs", "lora_glu_mlp", "lora_linear",
     "offload_checkpoints", "offload_refusal", "offloaded_calls", "offloaded_checkpoint_function", "rms_norm",
     "rope_active", "rope_scope", "rotary_supported", "route_rotary", "routed_rotary", "supported_model_types",
     "swiglu", "unwrap_model", "weight_refusal",

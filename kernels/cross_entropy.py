@@ -28,8 +28,11 @@ if HAS_TRITON:
         return cap * (1.0 - 2.0 / (tl.exp(tl.minimum(2.0 * x / cap, 80.0)) + 1.0))
 
     @jit
-    def _ce_rows(L, sl, LAB, SCALE, LOSS, HIT, ENT, V, ignore_index, cap,
-                 SOFTCAP: tl.constexpr, GRAD: tl.constexpr, BLOCK_V: tl.constexpr):
+    def _ce_rows(L, sl, LAB, SCALE, LOSS, HIT, ENT, V, ignore_index, cap, EG,
+                 SOFTCAP: tl.constexpr, GRAD: tl.constexpr, BLOCK_V: tl.constexpr,
+                 PER_ROW: tl.constexpr = False, ENT_GRAD: tl.constexpr = False):
+        # GRAD overwrites the row with coef * (softmax - onehot) [+ the entropy's gradient times EG[row]];
+        # coef is SCALE[0], or SCALE[row] with PER_ROW (per-token weights: logprobs.py's exact backward)
         row = tl.program_id(0).to(tl.int64)
         base = L + row * sl
         label = tl.load(LAB + row).to(tl.int64)
@@ -64,26 +67,35 @@ if HAS_TRITON:
         tl.store(ENT + row, tl.where(valid, lse - t / s, 0.0))
         tl.store(HIT + row, (valid & (best_i == label)).to(tl.int32))
         if GRAD:
-            coef = tl.where(valid, tl.load(SCALE).to(tl.float32), 0.0)
+            if PER_ROW:
+                coef = tl.where(valid, tl.load(SCALE + row).to(tl.float32), 0.0)
+            else:
+                coef = tl.where(valid, tl.load(SCALE).to(tl.float32), 0.0)
+            if ENT_GRAD:
+                ge = tl.where(valid, tl.load(EG + row).to(tl.float32), 0.0)
+                ent = lse - t / s
             for off in range(0, V, BLOCK_V):
                 idx = off + cols
                 mk = idx < V
                 z = tl.load(base + idx, mask=mk, other=0.0).to(tl.float32)
                 if SOFTCAP:
                     z = _softcap(z, cap)
-                g = tl.exp(z - lse) - (idx == label).to(tl.float32)
-                g = g * coef
+                p = tl.exp(z - lse)
+                g = (p - (idx == label).to(tl.float32)) * coef
+                if ENT_GRAD:  # d entropy / dz_j = -p_j (log p_j + entropy)
+                    g = g - ge * p * (z - lse + ent)
                 if SOFTCAP:
                     th = z / cap
                     g = g * (1.0 - th * th)
                 tl.store(base + idx, g.to(L.dtype.element_ty), mask=mk)
 
 
-def _row_kernel(logits, labels, scale, loss, hit, ent, ignore_index, softcap, grad):
+def _row_kernel(logits, labels, scale, loss, hit, ent, ignore_index, softcap, grad, per_row=False, ent_grad=None):
     n, V = logits.shape
     bv = min(next_pow2(V), TUNE.get("block_v", 4096 if logits.is_cuda else 1024))
     _ce_rows[(n,)](logits, logits.stride(0), labels, scale, loss, hit, ent, V, ignore_index,
-                   float(softcap or 1.0), SOFTCAP=bool(softcap), GRAD=grad, BLOCK_V=bv,
+                   float(softcap or 1.0), scale if ent_grad is None else ent_grad, SOFTCAP=bool(softcap), GRAD=grad,
+                   BLOCK_V=bv, PER_ROW=per_row, ENT_GRAD=ent_grad is not None,
                    num_warps=TUNE.get("warps", 8 if bv >= 4096 else 4))
 
 
@@ -155,11 +167,11 @@ def _autocast_dtype(device_type: str):
     return None
 
 
-def default_chunk(n_tokens: int, vocab: int, elem_size: int) -> int:
-    """Tokens per chunk: the fewest equal chunks whose logits stay within ``CHUNK_BYTES`` (rounded up
+def default_chunk(n_tokens: int, vocab: int, elem_size: int, budget: int = CHUNK_BYTES) -> int:
+    """Tokens per chunk: the fewest equal chunks whose logits stay within ``budget`` bytes (rounded up
     to a multiple of 64 rows). Fewer chunks = fewer read-modify-writes of the bf16 grad_W buffer."""
     row = max(1, vocab * elem_size)
-    n_chunks = max(1, -(-n_tokens * row // CHUNK_BYTES))
+    n_chunks = max(1, -(-n_tokens * row // budget))
     c = -(-n_tokens // n_chunks)
     if c >= 64:
         c = -(-c // 64) * 64

@@ -57,6 +57,7 @@ from ...pipeline import lookup, on_unpatch
 from ...registry import row
 from ...translate import installed_label
 from . import config as sft_config
+from . import logprob_head
 from .facts import FACTS
 
 LIGER_OPTIONS = ("use_liger_kernel", "use_liger")
@@ -199,6 +200,7 @@ def _route(trainer, liger_replaced: bool):
     handle = trlshim_kernels.apply_to_model(model, rope=rope, fused_linear_cross_entropy=why_not_ce is None)
     if "fused_linear_cross_entropy" in handle.applied and metric_path() is not None:
         handle.replace(lm, "forward", _liger_style_forward(lm.forward, handle))
+    why_not_head = logprob_head.route(handle) if lookup(FACTS, "own_fused_head") else None
     _offload_checkpoints(trainer, lm, handle)
     undo = weakref.WeakMethod(handle.undo)  # unpatch undoes it; a dropped trainer's model is not kept alive
     on_unpatch(lambda: undo() and undo()())
@@ -206,6 +208,7 @@ def _route(trainer, liger_replaced: bool):
     parts = ", ".join(f"{k} x{n}" for k, n in handle.applied.items())
     why_not_ce = why_not_ce or handle.skipped.get("fused_linear_cross_entropy")
     note = f"; fused cross-entropy left to TRL: {why_not_ce}" if why_not_ce else ""
+    note += f"; TRL's fused head kept: {why_not_head}" if why_not_head else ""
     note += "".join(f"; {k} not routed: {why}" for k, why in handle.skipped.items()
                     if k not in ("fused_linear_cross_entropy", "rope"))
     via = " instead of Liger (not installed)" if liger_replaced else ""
