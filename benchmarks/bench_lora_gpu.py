@@ -141,6 +141,7 @@ def child(mode: str, variant: str) -> dict:
         "mode": mode, "variant": variant, "trl": trl.__version__, "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "median_step_tok_s": b * t / dts[len(dts) // 2],
+        "first_steps_s": [round(y - x, 3) for x, y in zip(stamps[:3], stamps[1:4])],  # cold start: compiles here
         "trl_count_tok_s": steps * b * t / out.metrics["train_runtime"],
         "peak_GiB": max(phases.values()), "forward_peak_GiB": phases["forward"], "backward_peak_GiB": phases["backward"],
         "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e][:4],

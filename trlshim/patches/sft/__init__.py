@@ -4,7 +4,8 @@
 routing sees the final arguments and the built trainer. Moving an import line changes nothing.
 Other rows of this wing: ``SFTConfig`` field names (``config``), the injected legacy ``SFTConfig``
 and ``DataCollatorForCompletionOnlyLM``, the optimizer groups of ``embedding_learning_rate``, the
-RoPE router and TRL's metrics under the fused head (``kernel_routing``).
+RoPE router and TRL's metrics under the fused head (``kernel_routing``), TRL >= 1.15's own fused head
+through our kernel (``logprob_head``).
 """
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ the root unit is whole during the root's forward, so it is fused there (tests/re
 and TRL has no fused head of its own (``fused_ce_blocker``: not on TRL
 >= 1.15, not with ``loss_type='chunked_nll'`` - the 1.7-1.14 default - nor other loss types, custom
 loss functions or label smoothing): one fused head, never two. It runs in training only; evaluation
-keeps its logits.
+keeps its logits. On TRL >= 1.15 TRL's own fused head stays, and runs our kernel inside the SFT loss
+(``logprob_head``).
 
 TRL 0.15-1.14 log ``mean_token_accuracy`` (and ``entropy`` from 0.22) from the logits. While our
 head runs, ``SFTTrainer.compute_loss`` is wrapped (``METRIC_PATHS``): TRL's own "no logits" switch
