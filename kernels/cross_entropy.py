@@ -99,6 +99,20 @@ def _row_kernel(logits, labels, scale, loss, hit, ent, ignore_index, softcap, gr
                    num_warps=TUNE.get("warps", 8 if bv >= 4096 else 4))
 
 
+def logit_chunks(h, W, bias, buf):
+    """``(start, end, rows of h, their logits)`` for each chunk of ``buf``'s height: ``h_c @ W^T (+ bias)`` into
+    the one reused buffer (cuBLAS, the inputs' dtype with float32 accumulation)."""
+    chunk = max(1, buf.shape[0])  # no rows: no chunk
+    for s in range(0, h.shape[0], chunk):
+        e = min(h.shape[0], s + chunk)
+        hc, lg = h[s:e], buf[: e - s]
+        if bias is None:
+            torch.mm(hc, W.t(), out=lg)
+        else:
+            torch.addmm(bias, hc, W.t(), out=lg)
+        yield s, e, hc, lg
+
+
 class FusedLinearCEFunction(torch.autograd.Function):
     """Inputs: h (N, H) contiguous, W (V, H), bias (V,) or None, labels (N,), scale (0-d float32:
     1/denominator, or 0). Returns loss (float32) and three non-differentiable stats tensors."""
@@ -117,13 +131,7 @@ class FusedLinearCEFunction(torch.autograd.Function):
         gw = (torch.empty_like(W) if N else torch.zeros_like(W)) if need_w else None
         gb = torch.zeros(V, dtype=torch.float32, device=dev) if need_b else None
         buf = torch.empty((min(chunk, N), V), dtype=h.dtype, device=dev)
-        for s in range(0, N, chunk):
-            e = min(N, s + chunk)
-            hc, lg = h[s:e], buf[: e - s]
-            if bias is None:
-                torch.mm(hc, W.t(), out=lg)
-            else:
-                torch.addmm(bias, hc, W.t(), out=lg)
+        for s, e, hc, lg in logit_chunks(h, W, bias, buf):
             _row_kernel(lg, labels[s:e], scale, loss_rows[s:e], hit[s:e], ent[s:e], ignore_index, softcap, grad)
             if need_h:
                 torch.mm(lg, W, out=gh[s:e])

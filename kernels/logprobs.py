@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from ._common import use_triton
-from .cross_entropy import CHUNK_BYTES, _autocast_dtype, _row_kernel, default_chunk
+from .cross_entropy import CHUNK_BYTES, _autocast_dtype, _row_kernel, default_chunk, logit_chunks
 
 COUNTS = {"scaled": 0, "recomputed": 0}  # backward calls that used the forward's gradients / recomputed them
 _MM_OUT_FP32 = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 8)
@@ -56,13 +56,7 @@ def _chunks(h, W, bias, labels, chunk, softcap, scale, need, per_row=False, ent_
     gw = torch.zeros(W.shape, dtype=torch.float32, device=dev) if need_w else None
     gb = torch.zeros(V, dtype=torch.float32, device=dev) if need_b else None
     buf = torch.empty((min(chunk, N), V), dtype=h.dtype, device=dev)
-    for s in range(0, N, chunk):
-        e = min(N, s + chunk)
-        hc, lg = h[s:e], buf[: e - s]
-        if bias is None:
-            torch.mm(hc, W.t(), out=lg)
-        else:
-            torch.addmm(bias, hc, W.t(), out=lg)
+    for s, e, hc, lg in logit_chunks(h, W, bias, buf):
         _row_kernel(lg, labels[s:e], scale[s:e] if per_row else scale, nll[s:e], hit[s:e], ent[s:e], -100,
                     softcap, grad, per_row=per_row, ent_grad=None if ent_grad is None else ent_grad[s:e])
         if need_h:
