@@ -41,17 +41,15 @@ def _scaled_cast(src: torch.Tensor, coef: torch.Tensor, dtype: torch.dtype, rows
     return out
 
 
-def _chunks(h, W, bias, labels, chunk, softcap, scale, need, per_row=False, ent_grad=None, stats=None):
+def _chunks(h, W, bias, labels, chunk, softcap, scale, need, per_row=False, ent_grad=None):
     """One pass over the rows in chunks: logits, the row kernel, and (``need``) the gradient GEMMs in float32."""
     N, H = h.shape
     V = W.shape[0]
     need_h, need_w, need_b = need
     dev = h.device
     grad = need_h or need_w or need_b
-    if stats is None:
-        stats = (torch.empty(N, dtype=torch.float32, device=dev), torch.empty(N, dtype=torch.int32, device=dev),
-                 torch.empty(N, dtype=torch.float32, device=dev))
-    nll, hit, ent = stats
+    nll, ent = torch.empty(N, dtype=torch.float32, device=dev), torch.empty(N, dtype=torch.float32, device=dev)
+    hit = torch.empty(N, dtype=torch.int32, device=dev)
     gh = torch.zeros((N, H), dtype=torch.float32, device=dev) if need_h else None
     gw = torch.zeros(W.shape, dtype=torch.float32, device=dev) if need_w else None
     gb = torch.zeros(V, dtype=torch.float32, device=dev) if need_b else None
@@ -65,7 +63,7 @@ def _chunks(h, W, bias, labels, chunk, softcap, scale, need, per_row=False, ent_
             _addmm_fp32(gw, lg.t(), hc)
         if need_b:
             gb += lg.sum(0, dtype=torch.float32)
-    return stats, (gh, gw, gb)
+    return (nll, hit, ent), (gh, gw, gb)
 
 
 class LinearLogProbsFunction(torch.autograd.Function):
@@ -133,18 +131,18 @@ def linear_logprobs(
     if not use_triton(h, weight, bias) or h.dim() != 2 or targets.shape != h.shape[:1]:
         raise ValueError("linear_logprobs needs (N, H) rows on a device the Triton kernel runs on and (N,) targets")
     cdt = _autocast_dtype(h.device.type) or weight.dtype
-    chunk = chunk_size or default_chunk(h.shape[0], weight.shape[0], torch.finfo(cdt).bits // 8,
-                                        budget=_tile_budget(weight))
+    size = torch.finfo(cdt).bits // 8
+    chunk = chunk_size or default_chunk(h.shape[0], weight.shape[0], size, budget=_tile_budget(weight, size))
     with torch.autocast(h.device.type, enabled=False):
         return LinearLogProbsFunction.apply(h, weight, bias, targets.to(h.device).long(), float(softcap or 0.0),
                                             int(chunk), cdt, torch.is_grad_enabled())
 
 
-def _tile_budget(weight: torch.Tensor) -> int:
+def _tile_budget(weight: torch.Tensor, size: int) -> int:
     """Bytes of one logits chunk: ``CHUNK_BYTES``, or, for a trained head, the size of its gradient in the
     compute dtype - the backward's cast allocates that much beside the float32 sum anyway, so a tile of that size
     leaves the head's peak where it was and halves the read-modify-writes of the float32 sum (H200: 2048 rows
     of a 128k vocabulary, 23 vs 25 ms; benchmarks/results.md)."""
     if not weight.requires_grad or not torch.is_grad_enabled():
         return CHUNK_BYTES
-    return max(CHUNK_BYTES, weight.numel() * 2)
+    return max(CHUNK_BYTES, weight.numel() * size)
