@@ -24,9 +24,12 @@ DEFAULT = "lora:stock,lora:liger,lora:ours,lora:ours_keep,lora:ours_chunk,full:s
 # ours: trlshim's default (offloaded checkpoints); ours_keep: TRLSHIM_OFFLOAD_CHECKPOINTS=0; ours_chunk: offload plus
 # the MLP backward in token chunks (TRLSHIM_OFFLOAD_MLP_CHUNKS=1). BENCH_PROFILE=1: one steady step profiled;
 # BENCH_TRACE=DIR also writes its timeline there (trace_MODE_VARIANT.json.gz), with the Trainer's phases labelled.
+# BENCH_COLD=1: each variant with its own empty TRITON_CACHE_DIR (what a fresh machine compiles).
 
 
 def child(mode: str, variant: str) -> dict:
+    if os.environ.get("BENCH_COLD") == "1":  # an empty Triton cache for this run (what a fresh machine compiles)
+        os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="triton-cold-")
     if variant.startswith("ours"):
         if variant == "ours_keep":
             os.environ["TRLSHIM_OFFLOAD_CHECKPOINTS"] = "0"
@@ -122,6 +125,7 @@ def child(mode: str, variant: str) -> dict:
 
         peft = LoraConfig(r=16, lora_alpha=16, task_type="CAUSAL_LM", target_modules=[
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    built = time.perf_counter()
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Clock()],
                              peft_config=peft)
     trainer.model.register_forward_hook(after_forward)
@@ -143,6 +147,11 @@ def child(mode: str, variant: str) -> dict:
         "median_step_tok_s": b * t / dts[len(dts) // 2],
         "first_steps_s": [round(y - x, 3) for x, y in zip(stamps[:3], stamps[1:4])],  # cold start: compiles here
         "trl_count_tok_s": steps * b * t / out.metrics["train_runtime"],
+        "build_and_train_s": round(stamps[-1] - built, 3),  # the trainer's construction (routing) to the end
+        "compiled_variants": compiled_variants(),
+        "compile_ahead": (dict(sys.modules["trlshim_kernels.compile_ahead"].STATS,
+                               waited_s=round(sys.modules["trlshim_kernels._launch"].WAITED["s"], 3))
+                          if kernels else None),
         "peak_GiB": max(phases.values()), "forward_peak_GiB": phases["forward"], "backward_peak_GiB": phases["backward"],
         "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e][:4],
         "gradient_checkpointing": args.gradient_checkpointing,
@@ -151,6 +160,22 @@ def child(mode: str, variant: str) -> dict:
         "mlp_backward_now": sys.modules["trlshim_kernels.offload"].COUNTS["mlp_backward_now"] if kernels else None,
         "kernels": dict(trainer._trlshim_kernels.applied) if hasattr(trainer, "_trlshim_kernels") else None,
     }
+
+
+def compiled_variants() -> dict:
+    """How many variants of each trlshim kernel this process holds (Triton's in-memory caches; private API):
+    beside ``compile_ahead.planned``, what the run compiled that the plan did not foresee."""
+    names = {"rms_norm": ("_rms_fwd", "_rms_bwd"), "rope": ("_rope_kernel",), "swiglu": ("_glu_fwd", "_glu_bwd"),
+             "cross_entropy": ("_ce_rows",)}
+    out = {}
+    for mod, kernels in names.items():
+        m = sys.modules.get(f"trlshim_kernels.{mod}")
+        for k in kernels if m else ():
+            try:
+                out[k] = sum(len(c[0]) for c in getattr(m, k).device_caches.values())
+            except Exception as e:  # another Triton's internals
+                out[k] = repr(e)[:80]
+    return out
 
 
 def label_phases(trainer):

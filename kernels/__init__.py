@@ -25,12 +25,15 @@ Public API:
   linear_logprobs(hidden, weight, targets, bias=None, *, softcap=None, chunk_size=None) -> (log_probs, entropy,
       is_top1): per-token log p(target) of an LM head, gradients made in the forward for a uniform upstream
       gradient (checked in the backward; anything else is recomputed exactly)
+  precompile(handle, *, autocast_dtype=None) -> (variants, threads) | None: compile in background threads the
+      kernels a routed model (on CUDA) will launch; a kernel's first launch waits for its own task
   last_stats(model) -> CEStats | None  (n_correct, entropy_sum, n_tokens of the last fused-CE forward;
       also on output.kernel_stats and handle.last_stats) ; supported_model_types() ; unwrap_model(model)
 This package never imports trl or trlshim. Triton is optional: without it (or on CPU without
 TRITON_INTERPRET=1) every function runs its plain-torch reference.
 """
 from ._common import HAS_TRITON, interpreting
+from .compile_ahead import precompile
 from .cross_entropy import fused_linear_cross_entropy
 from .logprobs import linear_logprobs
 from .lora import lora_glu_mlp, lora_linear
@@ -62,7 +65,7 @@ from .swiglu import geglu, glu_mlp, swiglu
 __all__ = [
     "HAS_TRITON", "CEStats", "KernelHandle", "apply_rotary", "apply_to_model", "fused_linear_cross_entropy",
     "geglu", "glu_mlp", "head_refusal", "interpreting", "kept_calls", "last_stats", "linear_logprobs", "lora_glu_mlp", "lora_linear",
-    "offload_checkpoints", "offload_refusal", "offloaded_calls", "offloaded_checkpoint_function", "rms_norm",
+    "offload_checkpoints", "offload_refusal", "offloaded_calls", "offloaded_checkpoint_function", "precompile", "rms_norm",
     "rope_active", "rope_scope", "rotary_supported", "route_rotary", "routed_rotary", "supported_model_types",
     "swiglu", "unwrap_model", "weight_refusal",
 ]

@@ -10,6 +10,8 @@ import os
 
 import torch
 
+from ._launch import ROWS
+
 try:  # pragma: no cover - depends on the environment
     import triton
     import triton.language as tl
@@ -54,6 +56,18 @@ def num_sms(device: torch.device) -> int:
     return 4
 
 
-def jit(fn):
-    """``triton.jit`` when Triton is importable, else the function unchanged (never called)."""
-    return triton.jit(fn) if HAS_TRITON else fn
+def jit(fn=None, *, rows=()):
+    """``triton.jit`` when Triton is importable, else the function unchanged (never called).
+
+    ``rows``: arguments that change with every batch and only bound masks or the grid (a row count): compiled
+    unspecialised, so one variant serves every batch (Triton would otherwise compile again whenever the count
+    turns divisible by 16 or not, in the middle of training) and :mod:`.compile_ahead` can compile it in advance."""
+    if fn is None:
+        return lambda f: jit(f, rows=rows)
+    if not HAS_TRITON:
+        return fn
+    if not rows:
+        return triton.jit(fn)
+    kernel = triton.jit(fn, do_not_specialize=list(rows))
+    ROWS[kernel] = frozenset(rows)
+    return kernel

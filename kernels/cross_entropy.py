@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from ._common import HAS_TRITON, jit, next_pow2, tl, use_triton
+from ._launch import launch
 from .reference import CEStats, linear_cross_entropy_ref
 
 CHUNK_BYTES = 256 * 2**20  # bound on one chunk of logits; benchmarks/results.md has the sweep
@@ -92,11 +93,18 @@ if HAS_TRITON:
 
 def _row_kernel(logits, labels, scale, loss, hit, ent, ignore_index, softcap, grad, per_row=False, ent_grad=None):
     n, V = logits.shape
-    bv = min(next_pow2(V), TUNE.get("block_v", 4096 if logits.is_cuda else 1024))
-    _ce_rows[(n,)](logits, logits.stride(0), labels, scale, loss, hit, ent, V, ignore_index,
-                   float(softcap or 1.0), scale if ent_grad is None else ent_grad, SOFTCAP=bool(softcap), GRAD=grad,
-                   BLOCK_V=bv, PER_ROW=per_row, ENT_GRAD=ent_grad is not None,
-                   num_warps=TUNE.get("warps", 8 if bv >= 4096 else 4))
+    row_launch(n, V, logits.is_cuda, logits, logits.stride(0), labels, scale, loss, hit, ent, ignore_index, softcap,
+               grad, per_row, ent_grad)
+
+
+def row_launch(n, V, cuda, logits, sl, labels, scale, loss, hit, ent, ignore_index, softcap, grad, per_row=False,
+               ent_grad=None, go=launch):
+    """The row kernel's launch (``go=_launch.warm`` compiles only; tensors may then be dtypes)."""
+    bv = min(next_pow2(V), TUNE.get("block_v", 4096 if cuda else 1024))
+    go(_ce_rows, (n,))(logits, sl, labels, scale, loss, hit, ent, V, ignore_index,
+                       float(softcap or 1.0), scale if ent_grad is None else ent_grad, SOFTCAP=bool(softcap), GRAD=grad,
+                       BLOCK_V=bv, PER_ROW=per_row, ENT_GRAD=ent_grad is not None,
+                       num_warps=TUNE.get("warps", 8 if bv >= 4096 else 4))
 
 
 def logit_chunks(h, W, bias, buf):

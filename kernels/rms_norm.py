@@ -14,11 +14,12 @@ from __future__ import annotations
 import torch
 
 from ._common import HAS_TRITON, jit, next_pow2, tl, triton, use_triton
+from ._launch import launch
 from .reference import rms_norm_ref
 
 if HAS_TRITON:
 
-    @jit
+    @jit(rows=("N",))
     def _rms_fwd(X, W, Y, RSTD, N, H, sx, sy, eps, offset,
                  GEMMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr):
         pid = tl.program_id(0)
@@ -39,7 +40,7 @@ if HAS_TRITON:
         tl.store(Y + r64[:, None] * sy + cols[None, :], out.to(Y.dtype.element_ty), mask=mask)
         tl.store(RSTD + rows, rstd, mask=rmask)
 
-    @jit
+    @jit(rows=("N",))
     def _rms_bwd(DY, X, W, RSTD, DX, DWP, N, H, sdy, sx, sdx, offset,
                  GEMMA: tl.constexpr, TPP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr):
         # program pid handles the TPP consecutive row tiles starting at pid * TPP
@@ -92,6 +93,25 @@ def _bwd_cfg(H: int, N: int):
     return bm, (4 if bh * bm <= 2048 else (8 if bh * bm <= 8192 else 16)), 2
 
 
+def forward_launch(x2, weight, y, rstd, N, H, sx, sy, eps, offset, go=launch):
+    """The forward kernel's launch (``go=_launch.warm`` compiles it only; tensors may then be dtypes)."""
+    bm, warps = _fwd_cfg(H)
+    go(_rms_fwd, (triton.cdiv(N, bm),))(x2, weight, y, rstd, N, H, sx, sy, eps, offset, GEMMA=offset != 0.0,
+                                        BLOCK_M=bm, BLOCK_H=next_pow2(H), num_warps=warps)
+
+
+def _bwd_grid(H: int, N: int) -> int:
+    bm, _, tpp = _bwd_cfg(H, N)
+    return max(1, triton.cdiv(N, bm * tpp))
+
+
+def backward_launch(dy2, x2, weight, rstd, dx, partial, N, H, sdy, sx, sdx, offset, go=launch):
+    bm, warps, tpp = _bwd_cfg(H, N)
+    go(_rms_bwd, (_bwd_grid(H, N),))(dy2, x2, weight, rstd, dx, partial, N, H, sdy, sx, sdx, offset,
+                                     GEMMA=offset != 0.0, TPP=tpp, BLOCK_M=bm, BLOCK_H=next_pow2(H),
+                                     num_warps=warps)
+
+
 class RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, eps, offset):
@@ -105,11 +125,8 @@ class RMSNormFunction(torch.autograd.Function):
         out_dtype = x.dtype if gemma else torch.promote_types(weight.dtype, x.dtype)
         y = torch.empty((N, H), dtype=out_dtype, device=x.device)
         rstd = torch.empty(N, dtype=torch.float32, device=x.device)
-        bh = next_pow2(H)
-        bm, warps = _fwd_cfg(H)
         if N > 0:
-            _rms_fwd[(triton.cdiv(N, bm),)](x2, weight, y, rstd, N, H, x2.stride(0), y.stride(0), eps, offset,
-                                             GEMMA=gemma, BLOCK_M=bm, BLOCK_H=bh, num_warps=warps)
+            forward_launch(x2, weight, y, rstd, N, H, x2.stride(0), y.stride(0), eps, offset)
         ctx.save_for_backward(x2, weight, rstd)
         ctx.offset = offset
         ctx.shape = shape
@@ -123,12 +140,9 @@ class RMSNormFunction(torch.autograd.Function):
         if dy2.stride(-1) != 1:
             dy2 = dy2.contiguous()
         dx = torch.empty_like(x2)
-        bh = next_pow2(H)
-        bm, warps, tpp = _bwd_cfg(H, N)
-        grid = max(1, triton.cdiv(N, bm * tpp))
-        partial = torch.empty((grid, H), dtype=torch.float32, device=x2.device)
-        _rms_bwd[(grid,)](dy2, x2, weight, rstd, dx, partial, N, H, dy2.stride(0), x2.stride(0), dx.stride(0),
-                          ctx.offset, GEMMA=ctx.offset != 0.0, TPP=tpp, BLOCK_M=bm, BLOCK_H=bh, num_warps=warps)
+        partial = torch.empty((_bwd_grid(H, N), H), dtype=torch.float32, device=x2.device)
+        backward_launch(dy2, x2, weight, rstd, dx, partial, N, H, dy2.stride(0), x2.stride(0), dx.stride(0),
+                        ctx.offset)
         dw = partial.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
         return dx.view(ctx.shape), dw, None, None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ._common import HAS_TRITON, jit, next_pow2, tl, use_triton
+from ._launch import launch
 from .reference import rope_ref
 
 if HAS_TRITON:
@@ -37,7 +38,7 @@ if HAS_TRITON:
         tl.store(po, o1.to(OUT.dtype.element_ty), mask=m)
         tl.store(po + HALF, o2.to(OUT.dtype.element_ty), mask=m)
 
-    @jit
+    @jit(rows=("T",))
     def _rope_kernel(Q, K, QO, KO, C, S, T, Hq, Hk,
                      sqb, sqh, sqt, skb, skh, skt, sob, soh, sot, sko_b, sko_h, sko_t, scb, sct,
                      BACKWARD: tl.constexpr, HALF: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -70,15 +71,20 @@ def _launch(q, k, cos, sin, backward):
     if q.numel() == 0:
         return qo, ko
     scb = 0 if cos.shape[0] == 1 else cos.stride(0)
+    kernel_launch(q, k, qo, ko, cos, sin, B, T, Hq, Hk, D,
+                  (*q.stride()[:3], *k.stride()[:3], *qo.stride()[:3], *ko.stride()[:3], scb, cos.stride(1)), backward)
+    return qo, ko
+
+
+def kernel_launch(q, k, qo, ko, cos, sin, B, T, Hq, Hk, D, strides, backward, go=launch):
+    """The kernel's launch (``go=_launch.warm`` compiles only; tensors may then be dtypes)."""
     half = D // 2
     bh = max(next_pow2(Hq), next_pow2(Hk))
     warps = 4 if bh * next_pow2(half) <= 2048 else 8
-    _rope_kernel[(B * T,)](q, k, qo, ko, cos, sin, T, Hq, Hk,
-                           *q.stride()[:3], *k.stride()[:3], *qo.stride()[:3], *ko.stride()[:3], scb, cos.stride(1),
-                           BACKWARD=backward, HALF=half, BLOCK_D=next_pow2(half),
-                           BLOCK_HQ=next_pow2(Hq), BLOCK_HK=next_pow2(Hk), num_warps=warps,
-                           enable_fp_fusion=False)  # else LLVM fuses a product into the add (one rounding, not two)
-    return qo, ko
+    go(_rope_kernel, (B * T,))(q, k, qo, ko, cos, sin, T, Hq, Hk, *strides,
+                               BACKWARD=backward, HALF=half, BLOCK_D=next_pow2(half),
+                               BLOCK_HQ=next_pow2(Hq), BLOCK_HK=next_pow2(Hk), num_warps=warps,
+                               enable_fp_fusion=False)  # else LLVM fuses a product into the add (one rounding, not two)
 
 
 def _unit_d(x):

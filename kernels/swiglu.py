@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._common import HAS_TRITON, jit, tl, triton, use_triton
+from ._launch import launch
 from .reference import GELU_K0, GELU_K1, geglu_ref, swiglu_ref
 
 BLOCK = 2048
@@ -57,12 +58,22 @@ if HAS_TRITON:
             tl.store(C + offs, (act * b).to(C.dtype.element_ty), mask=m)
 
 
+def forward_launch(a, b, c, n, gelu, go=launch):
+    """The kernels' launches (``go=_launch.warm`` compiles only; tensors may then be dtypes)."""
+    go(_glu_fwd, (triton.cdiv(n, BLOCK),))(a, b, c, n, GELU=gelu, BLOCK=BLOCK, num_warps=8)
+
+
+def backward_launch(dc, a, b, da, db, c, n, gelu, store_c, go=launch):
+    go(_glu_bwd, (triton.cdiv(n, BLOCK),))(dc, a, b, da, db, c, n, GELU=gelu, STORE_C=store_c, BLOCK=BLOCK,
+                                           num_warps=8)
+
+
 def glu_forward(a: torch.Tensor, b: torch.Tensor, gelu: bool) -> torch.Tensor:
     """``act(a) * b`` of two contiguous tensors, as a new tensor (no autograd)."""
     c = torch.empty_like(a)
     n = a.numel()
     if n:
-        _glu_fwd[(triton.cdiv(n, BLOCK),)](a, b, c, n, GELU=gelu, BLOCK=BLOCK, num_warps=8)
+        forward_launch(a, b, c, n, gelu)
     return c
 
 
@@ -70,7 +81,7 @@ def glu_backward_in_place(dc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, ge
     """One pass over contiguous tensors: ``a`` <- d gate, ``b`` <- d up, ``dc`` <- the recomputed ``act(a) * b``."""
     n = a.numel()
     if n:
-        _glu_bwd[(triton.cdiv(n, BLOCK),)](dc, a, b, a, b, dc, n, GELU=gelu, STORE_C=True, BLOCK=BLOCK, num_warps=8)
+        backward_launch(dc, a, b, a, b, dc, n, gelu, True)
 
 
 class GLUFunction(torch.autograd.Function):
@@ -89,8 +100,7 @@ class GLUFunction(torch.autograd.Function):
         da, db = torch.empty_like(a), torch.empty_like(b)
         n = a.numel()
         if n:
-            _glu_bwd[(triton.cdiv(n, BLOCK),)](dc, a, b, da, db, dc, n, GELU=ctx.gelu, STORE_C=False, BLOCK=BLOCK,
-                                               num_warps=8)
+            backward_launch(dc, a, b, da, db, dc, n, ctx.gelu, False)
         return da, db, None
 
 

@@ -1,7 +1,7 @@
 """trlshim's environment switches, read in one place (no imports: the bottom of the package).
 
 ``TRLSHIM_DISABLE``, ``TRLSHIM_STRICT``, ``TRLSHIM_KERNELS``, ``TRLSHIM_KERNELS_ROPE``,
-``TRLSHIM_KERNELS_ON_CPU``, ``TRLSHIM_KERNELS_HEAD``, ``TRLSHIM_AUTO_PADDING_FREE``,
+``TRLSHIM_KERNELS_ON_CPU``, ``TRLSHIM_KERNELS_HEAD``, ``TRLSHIM_KERNELS_PRECOMPILE``, ``TRLSHIM_AUTO_PADDING_FREE``,
 ``TRLSHIM_OFFLOAD_CHECKPOINTS``, ``TRLSHIM_OFFLOAD_MLP_CHUNKS``, ``TRLSHIM_KEEP_TAIL_ACTIVATIONS``,
 ``TRLSHIM_FAST_BOOKKEEPING``: ``1/true/yes/on`` and ``0/false/no/off``
 (any case); unset or empty is None, and so is anything else (the caller's default applies).

@@ -291,3 +291,49 @@ def test_offload_blockers():
         assert kernel_routing.offload_blocker(trainer, model) == "gradient checkpointing is off"
     finally:
         kernel_routing._on_cuda = on_cuda
+
+
+def test_routed_kernels_compile_ahead_of_the_first_step(tmp_path, tokenizer, monkeypatch):
+    """The routed handle goes to ``trlshim_kernels.precompile`` with the Trainer's autocast dtype, logged once;
+    ``TRLSHIM_KERNELS_PRECOMPILE=0`` leaves every kernel to compile at its first launch."""
+    from types import SimpleNamespace
+
+    import torch
+
+    pytest.importorskip("triton")
+    kernels = pytest.importorskip("trlshim_kernels")
+    if not kernels.HAS_TRITON:
+        pytest.skip("triton present but unusable")
+    from trlshim.patches.sft import kernel_routing
+
+    calls = []
+    monkeypatch.setattr(kernels, "precompile", lambda handle, autocast_dtype=None: calls.append(
+        (handle, autocast_dtype)) or (12, 4))
+    monkeypatch.setenv("TRLSHIM_KERNELS_ON_CPU", "1")
+    trainer, _, _, _ = _train(tmp_path, tokenizer, max_steps=1)
+    expect = torch.bfloat16 if trainer.args.bf16 else torch.float16 if trainer.args.fp16 else None  # TRL 1.16: bf16
+    assert calls == [(trainer._trlshim_kernels, expect)]
+    assert any(m.startswith("trlshim: compiling 12 kernel variants on 4 background threads") for m in report.applied())
+    for args, dtype in (({"bf16": True}, torch.bfloat16), ({"fp16": True}, torch.float16), ({}, None)):
+        kernel_routing._compile_ahead(SimpleNamespace(args=SimpleNamespace(**args)), "handle")
+        assert calls[-1] == ("handle", dtype)
+    monkeypatch.setenv("TRLSHIM_KERNELS_PRECOMPILE", "0")
+    kernel_routing._compile_ahead(SimpleNamespace(args=SimpleNamespace(bf16=True)), "off")
+    assert calls[-1][0] == "handle"
+
+
+def test_a_failing_compile_ahead_never_stops_the_trainer(tmp_path, tokenizer, monkeypatch):
+    pytest.importorskip("triton")
+    kernels = pytest.importorskip("trlshim_kernels")
+    if not kernels.HAS_TRITON:
+        pytest.skip("triton present but unusable")
+
+    def broken(handle, autocast_dtype=None):
+        raise AttributeError("'function' object has no attribute '_rms_fwd'")
+
+    monkeypatch.setattr(kernels, "precompile", broken)
+    monkeypatch.setenv("TRLSHIM_KERNELS_ON_CPU", "1")
+    trainer, _, losses, _ = _train(tmp_path, tokenizer, max_steps=1)
+    assert trainer._trlshim_kernels.applied and len(losses) == 1
+    assert any(m.startswith("trlshim: kernels compile at first use (compiling ahead failed: AttributeError")
+               for m in report.applied())
