@@ -14,6 +14,7 @@ import importlib
 import logging
 import sys
 import threading
+import time
 import warnings
 
 import wrapt
@@ -218,6 +219,38 @@ def _hook(module):
     _on_import(module)
 
 
+IMPORT_WAIT_S = 60.0  # the longest a patching thread waits for another thread's imports to finish
+
+
+def _imports_elsewhere() -> bool:
+    """Whether another thread is inside an import now, while this one is not (CPython's per-module import locks;
+    False where they cannot be read)."""
+    locks = getattr(getattr(importlib, "_bootstrap", None), "_module_locks", None)
+    if not isinstance(locks, dict):
+        return False
+    me, others = threading.get_ident(), False
+    for ref in list(locks.values()):
+        lock = ref() if callable(ref) else ref
+        owner = getattr(lock, "owner", None)
+        if owner == me:
+            return False  # this thread is importing: waiting for others could wait for each other
+        others = others or owner is not None
+    return others
+
+
+def _wait_for_other_imports() -> None:
+    """Rows are prepared outside trlshim's lock, and preparing one may import (a factory building a config
+    class imports ``transformers.training_args`` and ~1000 modules below it). Two threads importing
+    overlapping modules in different orders can meet in a cycle of module locks, which CPython resolves by
+    handing one of them a partially initialised module ("cannot import name ..."). A thread that is not
+    importing therefore waits, bounded, until no other thread is inside an import before it prepares rows."""
+    if not _imports_elsewhere():
+        return
+    deadline = time.monotonic() + IMPORT_WAIT_S
+    while _imports_elsewhere() and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
 def apply_all(rows) -> None:
     """Make ``rows`` active: apply those whose module is imported, hook the others."""
     with _lock:
@@ -233,6 +266,8 @@ def apply_all(rows) -> None:
                     _registering.active = False
     # Outside the lock: a module that another thread is importing right now is waited for (its
     # import ends by running our hook, which takes the lock), then patched complete, never half-built.
+    if any(sys.modules.get(n) is not None for n in names):
+        _wait_for_other_imports()
     for module_name in names:
         module = sys.modules.get(module_name)
         if module is None:

@@ -7,7 +7,10 @@ imports the parent packages first). A second thread importing ``trl`` at the sam
 others patch, deadlocked in 3 of 19 loaded runs on CPython 3.11 inside the import system itself
 (threads blocked on the global import lock in a module-lock weakref callback). No run without
 trlshim's patchers showed it (24 of 24 passed); it is left open (README, Guarantees). The race covered
-is one importer against many patchers (24 of 24 loaded runs passed).
+is one importer against many patchers. It failed now and then under load ("cannot import name" in the
+importer): preparing rows imported ~1000 transformers modules in the patching threads while the importer
+imported an overlapping set in another order. Patching threads now wait for other threads' imports
+(``hooks._wait_for_other_imports``; the last test checks that directly).
 """
 from __future__ import annotations
 
@@ -93,3 +96,52 @@ def test_concurrent_patch_and_import():
         assert w == r["round0"]
         assert len(applied) == len(set(applied))
         assert sorted(applied) == sorted(r["applied_before_rounds"])
+
+
+def test_patching_thread_waits_for_an_import_in_another_thread():
+    """The cause of the race above, checked directly: preparing rows can import (~1000 modules for one legacy
+    config factory on TRL 0.8), so a thread that is not importing waits until no other thread is inside an
+    import; a thread inside an import never waits (two importing threads would wait for each other)."""
+    import importlib.abc
+    import importlib.util
+    import sys
+    import threading
+    import time
+
+    from trlshim import hooks
+
+    entered, release, seen = threading.Event(), threading.Event(), {}
+
+    class SlowLoader(importlib.abc.Loader):
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            entered.set()
+            seen["inside_import_sees_others"] = hooks._imports_elsewhere()
+            release.wait(5)
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "_trlshim_slow_import_probe":
+                return importlib.util.spec_from_loader(name, SlowLoader())
+            return None
+
+    finder = Finder()
+    sys.meta_path.insert(0, finder)
+    try:
+        t = threading.Thread(target=importlib.import_module, args=("_trlshim_slow_import_probe",))
+        t.start()
+        assert entered.wait(5)
+        assert hooks._imports_elsewhere()
+        threading.Timer(0.3, release.set).start()
+        start = time.monotonic()
+        hooks._wait_for_other_imports()
+        waited = time.monotonic() - start
+        t.join(5)
+        assert waited >= 0.25 and not hooks._imports_elsewhere()
+        assert seen["inside_import_sees_others"] is False  # its own import lock: no waiting on itself
+    finally:
+        sys.meta_path.remove(finder)
+        sys.modules.pop("_trlshim_slow_import_probe", None)
+        release.set()
