@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
+import torch
+
 _PENDING: Dict[Any, Any] = {}  # kernel -> Future of its precompile task (compile_ahead.py)
 _RECORDS: Optional[List[tuple]] = None  # launches' signatures, while recording() is active (tests)
 _LOCK = threading.Lock()
@@ -72,8 +74,6 @@ def recording():
 
 
 def _arg_class(value, unspecialised: bool):
-    import torch
-
     if isinstance(value, torch.dtype):
         return str(value)
     if isinstance(value, torch.Tensor):

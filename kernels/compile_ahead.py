@@ -30,7 +30,7 @@ from .rope import kernel_launch as rope_launch
 from .swiglu import backward_launch as glu_backward
 from .swiglu import forward_launch as glu_forward
 
-ROWS = 4096  # a stand-in row count: the kernels compile row counts unspecialised
+STAND_IN_ROWS = 4096  # any row count: the kernels compile row counts unspecialised (jit(rows=...))
 STATS = {"planned": 0, "compiled": 0, "failed": 0, "error": None}
 _STATS_LOCK = threading.Lock()
 
@@ -63,35 +63,35 @@ def _norms(lm):
 def plan(handle, autocast_dtype: Optional[torch.dtype] = None) -> List[Entry]:
     """The kernel launches a training step of the routed model makes, as ``(name, launch, args, kwargs)``:
     ``launch(*args, go=_launch.warm, **kwargs)`` compiles one (tensors given as their dtypes)."""
-    from .models import _glu_for, geglu, unwrap_model
+    from .models import _glu_for, geglu
 
-    lm = unwrap_model(handle.model)
+    lm = handle.model  # apply_to_model's handle holds the transformers model itself (PEFT unwrapped)
     cfg = getattr(lm, "config", None)
     applied = handle.applied
     stream, compute = _dtypes(handle, autocast_dtype)
     acts = sorted(set(stream) | set(compute), key=str)
     f32, i64, i32 = torch.float32, torch.int64, torch.int32
+    N = STAND_IN_ROWS
     out: List[Entry] = []
     if "rms_norm" in applied:
         for H, wdt, offset in _norms(lm):
             for x in stream:
                 y = x if offset else torch.promote_types(wdt, x)
-                out.append(("_rms_fwd", rms_forward, (x, wdt, y, f32, ROWS, H, H, H, 1e-6, offset), {}))
-                out.append(("_rms_bwd", rms_backward, (y, x, wdt, f32, x, f32, ROWS, H, H, H, H, offset), {}))
+                out.append(("_rms_fwd", rms_forward, (x, wdt, y, f32, N, H, H, H, 1e-6, offset), {}))
+                out.append(("_rms_bwd", rms_backward, (y, x, wdt, f32, x, f32, N, H, H, H, H, offset), {}))
     if "rope" in applied and cfg is not None:
         hq = int(cfg.num_attention_heads)
         hk = int(getattr(cfg, "num_key_value_heads", None) or hq)
         d = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // hq)
-        T = ROWS
-        strides = (T * hq * d, d, hq * d, T * hk * d, d, hk * d, T * hq * d, d, hq * d, T * hk * d, d, hk * d, T * d, d)
+        strides = (N * hq * d, d, hq * d, N * hk * d, d, hk * d, N * hq * d, d, hq * d, N * hk * d, d, hk * d, N * d, d)
         for q in compute:
             for c in acts:
                 for backward in (False, True):
-                    out.append(("_rope_kernel", rope_launch, (q, q, q, q, c, c, 1, T, hq, hk, d, strides, backward), {}))
+                    out.append(("_rope_kernel", rope_launch, (q, q, q, q, c, c, 1, N, hq, hk, d, strides, backward), {}))
     if "swiglu" in applied and cfg is not None and _glu_for(cfg) is not None:
         gelu = _glu_for(cfg) is geglu
         inter = int(cfg.intermediate_size)
-        for n in ((ROWS * inter,) if inter % 16 == 0 else (ROWS * inter, (ROWS + 1) * inter)):  # n = rows x inter
+        for n in ((N * inter,) if inter % 16 == 0 else (N * inter, (N + 1) * inter)):  # n = rows x inter
             for a in compute:
                 out.append(("_glu_fwd", glu_forward, (a, a, a, n, gelu), {}))
                 for store_c in (False, True):  # the node's backward / the offloaded recompute's
@@ -103,7 +103,7 @@ def plan(handle, autocast_dtype: Optional[torch.dtype] = None) -> List[Entry]:
         for lg in compute:
             for grad in (True, False):
                 out.append(("_ce_rows", row_launch,
-                            (ROWS, V, True, lg, V, i64, f32, f32, i32, f32, -100, softcap, grad), {}))
+                            (N, V, True, lg, V, i64, f32, f32, i32, f32, -100, softcap, grad), {}))
     return sorted(out, key=lambda e: FIRST_USE.index(e[0]))  # stable: a forward kernel's task starts first
 
 
@@ -129,11 +129,13 @@ def _compile(device, entries: Sequence[Entry], ready=None) -> int:
     return done
 
 
-def start(groups: Dict[object, List[Entry]], device=None, threads: Optional[int] = None, setup=None) -> int:
+def start(groups: Dict[object, List[Entry]], device=None, threads: Optional[int] = None,
+          setup=None) -> Tuple[int, int]:
     """Compile each kernel's entries on a pool of threads; a kernel's first launch waits for its task.
-    ``setup()`` runs first, once, before any task goes on (the Triton driver's lazily built helpers)."""
+    ``setup()`` runs first, once, before any task goes on (the Triton driver's lazily built helpers).
+    Returns ``(variants, threads)``."""
     if not groups:
-        return 0
+        return 0, 0
     n = threads or max(1, min(len(groups) + (setup is not None), 8, os.cpu_count() or 1))
     pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="trlshim-precompile")
     ready = pool.submit(setup) if setup is not None else None
@@ -141,9 +143,10 @@ def start(groups: Dict[object, List[Entry]], device=None, threads: Optional[int]
         for kernel, entries in groups.items():
             _launch._PENDING[kernel] = pool.submit(_compile, device, entries, ready)
     pool.shutdown(wait=False)
+    variants = sum(len(e) for e in groups.values())
     with _STATS_LOCK:
-        STATS["planned"] += sum(len(e) for e in groups.values())
-    return n
+        STATS["planned"] += variants
+    return variants, n
 
 
 def grouped(handle, autocast_dtype: Optional[torch.dtype] = None) -> Dict[object, List[Entry]]:
@@ -177,5 +180,4 @@ def precompile(handle, *, autocast_dtype: Optional[torch.dtype] = None, threads:
     driver = triton.runtime.driver.active
     driver.get_current_target()  # the driver's lazy set-up, once, before the threads
     # its host helpers (compiled with the host compiler on a cold cache) are built once, by the first task
-    n = start(groups, device, threads, setup=lambda: getattr(driver, "utils", None))
-    return sum(len(e) for e in groups.values()), n
+    return start(groups, device, threads, setup=lambda: getattr(driver, "utils", None))

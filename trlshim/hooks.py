@@ -244,8 +244,6 @@ def _wait_for_other_imports() -> None:
     overlapping modules in different orders can meet in a cycle of module locks, which CPython resolves by
     handing one of them a partially initialised module ("cannot import name ..."). A thread that is not
     importing therefore waits, bounded, until no other thread is inside an import before it prepares rows."""
-    if not _imports_elsewhere():
-        return
     deadline = time.monotonic() + IMPORT_WAIT_S
     while _imports_elsewhere() and time.monotonic() < deadline:
         time.sleep(0.002)
