@@ -112,6 +112,29 @@ def test_the_count_walks_the_parameters_only_after_a_registration(patched, monke
     assert model.num_parameters(exclude_embeddings=True) == first + 25 and walks
 
 
+def test_a_forward_pass_keeps_the_count(patched, monkeypatch):
+    """Llama-family forwards slice ``self.layers[:n]`` (a new ModuleList registering every layer again) on recent
+    transformers: registrations outside the counted model change nothing it counts, so the count stays kept."""
+    model = helpers.make_model()
+    first = model.num_parameters(exclude_embeddings=True)
+    walks = []
+    named = model.named_parameters
+
+    def counted(*args, **kwargs):
+        walks.append(1)
+        return named(*args, **kwargs)
+
+    monkeypatch.setattr(model, "named_parameters", counted)
+    torch.nn.ModuleList(list(model.model.layers))  # what the slice does: every layer registered into a new list
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[3, 4, 5, 6]]))
+    assert model.num_parameters(exclude_embeddings=True) == first
+    assert walks == []
+    model.model.layers[0].mlp.register_buffer("seen", torch.zeros(2))  # into the model: counted again
+    model.model.layers[0].mlp.register_parameter("gain", torch.nn.Parameter(torch.ones(3)))
+    assert model.num_parameters(exclude_embeddings=True) == first + 3 and walks
+
+
 def test_only_trainable_is_never_cached(patched):
     model = helpers.make_model()
     model.model.extra = torch.nn.Linear(4, 5)

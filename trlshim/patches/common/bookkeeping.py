@@ -13,14 +13,18 @@ backward (benchmarks/results.md, sixth session), in a LoRA step of ~200 ms that 
   do: return the model, as ``train`` does. Anything else - one module in the other mode, a class with its own
   ``train`` - runs the original.
 - ``PreTrainedModel.num_parameters``: the count of all parameters (``only_trainable=False``) is kept per model
-  and recounted after any module, parameter or buffer is registered anywhere (torch's global registration hooks;
-  ``del`` of a submodule and writes into ``_parameters`` / ``_modules`` bypass them: the count feeds the
-  ``total_flos`` statistic only, never training). ``only_trainable=True`` depends on ``requires_grad`` and is
-  never cached.
+  and recounted after a module, parameter or buffer is registered into any module of a counted model (torch's
+  global registration hooks; ``del`` of a submodule and writes into ``_parameters`` / ``_modules`` bypass them:
+  the count feeds the ``total_flos`` statistic only, never training). Registrations into other modules do not
+  count: Llama-family forwards build ``self.layers[:n]``, a new ``ModuleList`` that registers every layer again
+  each step, and counting those kept nothing on those models. ``only_trainable=True`` depends on
+  ``requires_grad`` and is never cached.
 
 ``TRLSHIM_FAST_BOOKKEEPING=0`` turns both off (read at each call).
 """
 from __future__ import annotations
+
+import weakref
 
 from ...flags import flag
 from ...hooks import at_undo
@@ -28,6 +32,7 @@ from ...registry import row
 
 MODULE = "transformers.modeling_utils"
 _STATE = {"generation": 0, "hooks": []}
+_COUNTED: weakref.WeakSet = weakref.WeakSet()  # every module of every model whose count is kept
 _PLAIN: dict = {}  # class -> whether its train / eval / __setattr__ are nn.Module's or PreTrainedModel's
 
 
@@ -35,8 +40,14 @@ def _on() -> bool:
     return flag("TRLSHIM_FAST_BOOKKEEPING") is not False
 
 
-def _bump(*_args):
-    _STATE["generation"] += 1
+def _bump(parent, *_args):
+    """A registration into a counted model's module changes what it counts; elsewhere (a fresh container) not."""
+    try:
+        counted = parent in _COUNTED
+    except TypeError:  # not weak-referenceable: assume it counts
+        counted = True
+    if counted:
+        _STATE["generation"] += 1
 
 
 def _watch_registrations() -> None:
@@ -56,6 +67,7 @@ def _unwatch() -> None:
     while _STATE["hooks"]:
         _STATE["hooks"].pop().remove()
     _STATE["generation"] += 1  # counts kept so far are never read again
+    _COUNTED.clear()
 
 
 def _bind_num_parameters(only_trainable=False, exclude_embeddings=False):
@@ -79,6 +91,7 @@ def _num_parameters_wrapper(wrapped, instance, args, kwargs):
         return hit[1]
     generation = _STATE["generation"]
     count = wrapped(*args, **kwargs)
+    _COUNTED.update(instance.modules())
     cache[key] = (generation, count)
     return count
 
