@@ -23,7 +23,8 @@ SMALL = os.environ.get("SMALL") == "1"
 DEFAULT = "lora:stock,lora:liger,lora:ours,lora:ours_keep,lora:ours_chunk,full:stock,full:liger,full:ours,full:ours_keep"
 # ours: trlshim's default (offloaded checkpoints); ours_keep: TRLSHIM_OFFLOAD_CHECKPOINTS=0; ours_chunk: offload plus
 # the MLP backward in token chunks (TRLSHIM_OFFLOAD_MLP_CHUNKS=1). BENCH_PROFILE=1: one steady step profiled;
-# BENCH_TRACE=DIR also writes its timeline there (trace_MODE_VARIANT.json.gz), with the Trainer's phases labelled.
+# BENCH_TRACE=DIR also writes its timeline there (trace_MODE_VARIANT.json.gz), with the Trainer's phases labelled;
+# BENCH_PROFILE=gpu records kernels and their launches only (a timeline whose gaps the profiler does not widen).
 # BENCH_COLD=1: each variant with its own empty TRITON_CACHE_DIR (what a fresh machine compiles).
 
 
@@ -91,8 +92,10 @@ def child(mode: str, variant: str) -> dict:
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())
             if os.environ.get("BENCH_PROFILE") and len(stamps) == 6:  # one steady step under the profiler
-                prof["p"] = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                               torch.profiler.ProfilerActivity.CUDA])
+                acts = [torch.profiler.ProfilerActivity.CUDA]  # BENCH_PROFILE=gpu: kernels and launches only
+                if os.environ["BENCH_PROFILE"] != "gpu":  # host ops too (their recording slows the host)
+                    acts.append(torch.profiler.ProfilerActivity.CPU)
+                prof["p"] = torch.profiler.profile(activities=acts)
                 prof["p"].__enter__()
 
         def on_step_end(self, *a, **k):
