@@ -92,7 +92,9 @@ def test_parameter_count_is_the_originals_and_follows_registrations(patched):
     assert model.num_parameters(exclude_embeddings=True) == before + 28
 
 
-def test_the_count_walks_the_parameters_only_after_a_registration(patched, monkeypatch):
+@pytest.fixture
+def walked(monkeypatch):
+    """A model, and a list that grows each time its parameters are walked (what a count costs)."""
     model = helpers.make_model()
     walks = []
     named = model.named_parameters
@@ -102,6 +104,11 @@ def test_the_count_walks_the_parameters_only_after_a_registration(patched, monke
         return named(*args, **kwargs)
 
     monkeypatch.setattr(model, "named_parameters", counted)
+    return model, walks
+
+
+def test_the_count_walks_the_parameters_only_after_a_registration(patched, walked):
+    model, walks = walked
     first = model.num_parameters(exclude_embeddings=True)
     assert walks  # the first count walks
     walks.clear()
@@ -112,19 +119,12 @@ def test_the_count_walks_the_parameters_only_after_a_registration(patched, monke
     assert model.num_parameters(exclude_embeddings=True) == first + 25 and walks
 
 
-def test_a_forward_pass_keeps_the_count(patched, monkeypatch):
+def test_a_forward_pass_keeps_the_count(patched, walked):
     """Llama-family forwards slice ``self.layers[:n]`` (a new ModuleList registering every layer again) on recent
     transformers: registrations outside the counted model change nothing it counts, so the count stays kept."""
-    model = helpers.make_model()
+    model, walks = walked
     first = model.num_parameters(exclude_embeddings=True)
-    walks = []
-    named = model.named_parameters
-
-    def counted(*args, **kwargs):
-        walks.append(1)
-        return named(*args, **kwargs)
-
-    monkeypatch.setattr(model, "named_parameters", counted)
+    walks.clear()
     torch.nn.ModuleList(list(model.model.layers))  # what the slice does: every layer registered into a new list
     with torch.no_grad():
         model(input_ids=torch.tensor([[3, 4, 5, 6]]))
