@@ -42,11 +42,7 @@ def _on() -> bool:
 
 def _bump(parent, *_args):
     """A registration into a counted model's module changes what it counts; elsewhere (a fresh container) not."""
-    try:
-        counted = parent in _COUNTED
-    except TypeError:  # not weak-referenceable: assume it counts
-        counted = True
-    if counted:
+    if parent in _COUNTED:
         _STATE["generation"] += 1
 
 
